@@ -1,0 +1,40 @@
+"""Codec choices for feature arrays, by name.
+
+Every chunk ends with a ``crc32c`` checksum so that a flipped or truncated
+chunk fails to decode instead of returning wrong numbers.  ``bench/store_io.py``
+measures the options; the README explains the default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from pathsegdiff.store.schema import parse_codec
+
+
+def feature_codecs(name: str, dtype: str) -> dict[str, Any]:
+    """``filters``/``compressors`` keyword arguments for ``zarr.create_array``."""
+    parse_codec(name)
+    typesize = 2 if dtype == "float16" else 4
+    filters: list[Any] = []
+    compressors: list[Any] = []
+    if name == "lz4":
+        compressors.append(BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=typesize))
+    elif name == "zstd":
+        compressors.append(BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize))
+    elif name == "bitround7-zstd":
+        from zarr.codecs.numcodecs import BitRound
+
+        filters.append(BitRound(keepbits=7))
+        compressors.append(BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=typesize))
+    compressors.append(Crc32cCodec())
+    return {"filters": filters, "compressors": compressors}
+
+
+def checked_codecs(compress: bool = False) -> dict[str, Any]:
+    """Codecs for labels, rgb and the tile table: checksummed, optionally zstd."""
+    compressors: list[Any] = [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")] if compress else []
+    compressors.append(Crc32cCodec())
+    return {"filters": [], "compressors": compressors}

@@ -1,0 +1,255 @@
+"""Open a store for reading: tiles, selections of blocks and timesteps, dask and xarray views.
+
+A :class:`FeatureStore` keeps only its location when pickled and opens zarr
+lazily, so it can be handed to DataLoader workers under fork or spawn: each
+worker opens its own handles on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pathsegdiff.errors import (
+    CorruptStoreError,
+    NotAStoreError,
+    SchemaError,
+    SchemaVersionError,
+    StoreNotFoundError,
+    TileNotWrittenError,
+)
+from pathsegdiff.store import schema as S
+from pathsegdiff.store.location import Location, open_zarr_store, parse_location
+
+
+def _open_group(loc: Location, read_only: bool = True) -> zarr.Group:
+    zstore = open_zarr_store(loc, read_only=read_only)
+    try:
+        return zarr.open_group(zstore, mode="r" if read_only else "r+", zarr_format=3)
+    except FileNotFoundError:
+        raise (StoreNotFoundError if loc.kind == "dir" and not loc.local_dir.exists() else NotAStoreError)(
+            f"{loc}: not a pathsegdiff store (no zarr v3 group metadata)"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CorruptStoreError(f"{loc}: damaged store metadata (zarr.json): {e}") from None
+
+
+def read_root_attrs(loc: Location) -> dict[str, Any]:
+    """The ``pathsegdiff`` root attributes, checked for presence and version."""
+    attrs = _open_group(loc).attrs.asdict()
+    if S.ATTR_KEY not in attrs:
+        raise NotAStoreError(f"{loc}: a zarr group, but not a pathsegdiff store (no '{S.ATTR_KEY}' attribute)")
+    meta = attrs[S.ATTR_KEY]
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or version > S.SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{loc}: store layout version {version!r} is newer than this pathsegdiff reads "
+            f"({S.SCHEMA_VERSION}); upgrade pathsegdiff"
+        )
+    return meta
+
+
+@dataclass
+class TileData:
+    """One tile read back: ``features[t][block]`` is (C, h, w)."""
+
+    index: int
+    record: S.TileRecord
+    features: dict[int, dict[str, np.ndarray]]
+    labels: np.ndarray | None = None
+    instances: np.ndarray | None = None
+    rgb: np.ndarray | None = None
+    ssl: np.ndarray | None = None
+    latent: np.ndarray | None = None
+
+
+class FeatureStore:
+    """A store opened for reading.  Reading is always allowed, even while a writer runs."""
+
+    def __init__(self, loc: Location, writable: bool = False):
+        self.location = loc
+        self._writable = writable
+        meta = read_root_attrs(loc)
+        if not meta.get("complete"):
+            raise NotAStoreError(f"{loc}: store creation was interrupted; recreate it with --overwrite")
+        self.meta = meta
+        self.schema = S.StoreSchema.from_dict(meta["schema"])
+        self._g: zarr.Group | None = None
+        self._arrays: dict[str, zarr.Array] = {}
+        self._tile_ids: np.ndarray | None = None
+
+    # -- pickling: keep the location only, reopen lazily in the new process --
+    def __getstate__(self) -> dict:
+        return {"location": self.location, "meta": self.meta, "schema": self.schema}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._writable, self._g, self._arrays, self._tile_ids = False, None, {}, None
+
+    def _group(self) -> zarr.Group:
+        if self._g is None:
+            self._g = _open_group(self.location, read_only=not self._writable)
+        return self._g
+
+    def _array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            try:
+                self._arrays[name] = self._group()[name]
+            except KeyError:
+                raise SchemaError(f"{self.location}: no array {name!r} in this store") from None
+            except (json.JSONDecodeError, ValueError) as e:
+                raise CorruptStoreError(f"{self.location}: damaged metadata of {name}: {e}") from None
+        return self._arrays[name]
+
+    def _invalidate(self) -> None:
+        self._arrays.clear()
+        self._tile_ids = None
+
+    # -- description --------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        return self.meta["identity"]
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.meta["provenance"]
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self._array(S.STATUS).shape[0])
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.schema.features.blocks)
+
+    @property
+    def timesteps(self) -> tuple[int, ...]:
+        return self.schema.features.timesteps
+
+    def status(self) -> np.ndarray:
+        return np.asarray(self._array(S.STATUS)[:], dtype=np.uint8)
+
+    def written(self) -> np.ndarray:
+        """Indices of tiles whose data is complete (written or verified)."""
+        st = self.status()
+        return np.flatnonzero((st == S.STATUS_WRITTEN) | (st == S.STATUS_VERIFIED))
+
+    def tile_ids(self, idx: np.ndarray | None = None) -> np.ndarray:
+        if self._tile_ids is None or len(self._tile_ids) != self.n_tiles:
+            self._tile_ids = np.asarray(self._array(f"{S.TILES_GROUP}/tile_id")[:], dtype=object)
+        return self._tile_ids if idx is None else self._tile_ids[idx]
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The tile table as columns, plus ``status``."""
+        cols = {c: np.asarray(self._array(f"{S.TILES_GROUP}/{c}")[:]) for c in S.TILE_COLUMNS}
+        cols["status"] = self.status()
+        return cols
+
+    def record(self, i: int) -> S.TileRecord:
+        row = {c: self._array(f"{S.TILES_GROUP}/{c}")[int(i)] for c in S.TILE_COLUMNS}
+        return S.TileRecord(
+            tile_id=str(row["tile_id"]), slide_id=str(row["slide_id"]), x=int(row["x"]), y=int(row["y"]),
+            mpp=float(row["mpp"]), split=str(row["split"]),
+        )
+
+    def fail_reasons(self) -> dict[str, str]:
+        st = self.status()
+        bad = np.flatnonzero(st == S.STATUS_FAILED)
+        reasons = self._array(S.FAIL_REASON)[:]
+        ids = self.tile_ids()
+        return {str(ids[i]): str(reasons[i]) for i in bad}
+
+    # -- data -----------------------------------------------------------------
+    def _check_selection(self, blocks: Any, timesteps: Any) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        blocks = tuple(blocks) if blocks else self.blocks
+        timesteps = tuple(int(t) for t in timesteps) if timesteps else self.timesteps
+        for b in blocks:
+            if b not in self.blocks:
+                raise SchemaError(f"{self.location}: no block {b!r}; the store has {', '.join(self.blocks)}")
+        for t in timesteps:
+            if t not in self.timesteps:
+                raise SchemaError(
+                    f"{self.location}: no timestep {t}; the store has {', '.join(map(str, self.timesteps))}"
+                )
+        return blocks, timesteps
+
+    def _read(self, name: str, sel: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._array(name)[sel])
+        except (ValueError, OSError, RuntimeError) as e:
+            # crc32c mismatch, truncated chunk or undecodable bytes
+            raise CorruptStoreError(f"{self.location}: cannot read {name}[{sel}]: {e}") from None
+
+    def read_features(self, idx: Any, timestep: int, block: str) -> np.ndarray:
+        """Features of one block at one timestep for ``idx`` (an int or a slice)."""
+        self._check_selection([block], [timestep])
+        return self._read(S.feature_path(timestep, block), idx)
+
+    def read_labels(self, idx: Any) -> np.ndarray:
+        if not self.schema.has_labels:
+            raise SchemaError(f"{self.location}: this store holds no labels")
+        return self._read(S.LABELS, idx)
+
+    def read_rgb(self, idx: Any) -> np.ndarray:
+        if not self.schema.store_rgb:
+            raise SchemaError(f"{self.location}: this store holds no RGB tiles")
+        return self._read(S.RGB, idx)
+
+    def read_tile(self, i: int, blocks: Any = None, timesteps: Any = None, extras: bool = True) -> TileData:
+        """All selected arrays of tile ``i``; raises if the tile is not written."""
+        i = int(i)
+        if not 0 <= i < self.n_tiles:
+            raise SchemaError(f"{self.location}: tile index {i} out of range 0..{self.n_tiles - 1}")
+        st = int(self._array(S.STATUS)[i])
+        if st not in (S.STATUS_WRITTEN, S.STATUS_VERIFIED):
+            raise TileNotWrittenError(
+                f"{self.location}: tile {i} ({self.tile_ids()[i]}) is {S.STATUS_NAMES.get(st, st)}, not written"
+            )
+        blocks, timesteps = self._check_selection(blocks, timesteps)
+        feats = {t: {b: self._read(S.feature_path(t, b), i) for b in blocks} for t in timesteps}
+        sch = self.schema
+        td = TileData(i, self.record(i), feats)
+        if extras:
+            td.labels = self._read(S.LABELS, i) if sch.has_labels else None
+            td.instances = self._read(S.INSTANCES, i) if sch.store_instances else None
+            td.rgb = self._read(S.RGB, i) if sch.store_rgb else None
+            td.ssl = self._read(S.SSL, i) if sch.ssl_dim else None
+            td.latent = self._read(S.LATENT, i) if sch.latent_shape else None
+        return td
+
+    # -- views ----------------------------------------------------------------
+    def to_dask(self, name: str):
+        """A dask array over one stored array (e.g. ``features/t50/up1``), one dask chunk per tile."""
+        import dask.array as da
+
+        return da.from_zarr(self._array(name))
+
+    def to_xarray(self, blocks: Any = None, timesteps: Any = None):
+        """An ``xarray.Dataset`` of dask-backed variables named ``t50/up1``, ``labels``, ``rgb``..."""
+        import xarray as xr
+
+        blocks, timesteps = self._check_selection(blocks, timesteps)
+        data = {}
+        names = [S.feature_path(t, b) for t in timesteps for b in blocks]
+        names += [n for n, keep in ((S.LABELS, self.schema.has_labels), (S.RGB, self.schema.store_rgb),
+                                    (S.SSL, self.schema.ssl_dim)) if keep]
+        for name in names:
+            arr = self._array(name)
+            dims = arr.metadata.dimension_names
+            data[name.removeprefix(f"{S.FEATURES_GROUP}/")] = (dims, self.to_dask(name))
+        table = self.table()
+        coords = {"tile": np.arange(self.n_tiles), **{c: ("tile", v) for c, v in table.items()}}
+        return xr.Dataset(data, coords=coords, attrs={"identity": self.identity, "schema_version": S.SCHEMA_VERSION})
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.location)!r}, tiles={self.n_tiles}, identity={self.identity})"
+
+
+def open_store(where: str | os.PathLike) -> FeatureStore:
+    """Open a store read-only: a directory, a ``.zip`` made by ``pack``, or an fsspec URL."""
+    return FeatureStore(parse_location(where))
