@@ -1,0 +1,33 @@
+# Two entry points: `make demo` runs the main job on the embedded default,
+# `make test` runs the test suite.  Both create .venv and install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch first and pinned: a CPU-only machine must not pull the CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,wsi,remote]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/pathsegdiff demo -o demo_out --overwrite
+
+bench: $(STAMP)
+	$(BIN)/python bench/store_io.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache
