@@ -71,6 +71,91 @@ def split_list(value: str | None, cast=str) -> tuple | None:
 
 
 # --- store -------------------------------------------------------------------
+StoreArg = Annotated[str, typer.Argument(help="Store: a directory, a .zip made by 'store pack', or a URL (s3://...).")]
+
+
+@store_app.command("info")
+@guarded
+def store_info_cmd(
+    store: StoreArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Schema version, tile counts, blocks, timesteps, identity, provenance and size of a store."""
+    import json
+
+    from pathsegdiff.store.info import format_info, store_info
+
+    info = store_info(store)
+    typer.echo(json.dumps(info, indent=2, default=str) if as_json else format_info(info))
+
+
+@store_app.command("verify")
+@guarded
+def store_verify_cmd(
+    store: StoreArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Read every written tile: checksums, missing chunks, shapes, NaN/inf. Exit 0 only if all is well."""
+    import json
+
+    from tqdm import tqdm
+
+    from pathsegdiff.store.verify import verify_store
+
+    with tqdm(desc="verify", unit="tile-array", disable=as_json, leave=False) as bar:
+        report = verify_store(store, progress=bar.update)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.lines():
+            typer.echo(line, err=True)
+        n_bad = len(report.problems)
+        verdict = "ok" if report.ok else f"FAILED: {n_bad} damaged tiles, {len(report.store_problems)} store problems"
+        typer.echo(f"{report.location}: {report.n_checked} written tiles checked of {report.n_tiles}: {verdict}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@store_app.command("pack")
+@guarded
+def store_pack_cmd(
+    store: Annotated[str, typer.Argument(help="Store directory to pack.")],
+    out: Annotated[str, typer.Argument(help="Output .zip (uncompressed ZIP64, opens read-only in place).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Pack a store into one .zip that pathsegdiff and zarr open without unpacking."""
+    from tqdm import tqdm
+
+    from pathsegdiff.store.pack import pack_store
+
+    with tqdm(desc="pack", unit="B", unit_scale=True, leave=False) as bar:
+        path = pack_store(store, out, overwrite=overwrite, progress=bar.update)
+    typer.echo(f"packed {store} -> {path}")
+
+
+@store_app.command("ls")
+@guarded
+def store_ls_cmd(
+    store: StoreArg,
+    status: Annotated[str | None, typer.Option(help="Only tiles with this status: todo, written, verified, failed.")] = None,
+    limit: Annotated[int, typer.Option(help="Print at most this many rows (0: all).")] = 50,
+) -> None:
+    """List the tile table: index, tile id, slide, x, y, split, status."""
+    from pathsegdiff.store import open_store
+    from pathsegdiff.store.schema import STATUS_NAMES
+
+    table = open_store(store).table()
+    n = 0
+    typer.echo("index\ttile_id\tslide_id\tx\ty\tsplit\tstatus")
+    for i in range(len(table["tile_id"])):
+        st = STATUS_NAMES.get(int(table["status"][i]), "?")
+        if status and st != status:
+            continue
+        typer.echo(f"{i}\t{table['tile_id'][i]}\t{table['slide_id'][i]}\t{table['x'][i]}\t{table['y'][i]}"
+                   f"\t{table['split'][i]}\t{st}")
+        n += 1
+        if limit and n >= limit:
+            break
 
 # --- extract -----------------------------------------------------------------
 

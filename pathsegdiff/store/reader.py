@@ -80,6 +80,7 @@ class FeatureStore:
         self.meta = meta
         self.schema = S.StoreSchema.from_dict(meta["schema"])
         self._g: zarr.Group | None = None
+        self._pid = os.getpid()
         self._arrays: dict[str, zarr.Array] = {}
         self._tile_ids: np.ndarray | None = None
 
@@ -90,16 +91,25 @@ class FeatureStore:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._writable, self._g, self._arrays, self._tile_ids = False, None, {}, None
+        self._pid = os.getpid()
 
     def _group(self) -> zarr.Group:
-        if self._g is None:
+        if self._g is None or self._pid != os.getpid():
+            # A forked child must not share the parent's open file (a zip's seek
+            # position) or connection pool: reopen in every new process.
+            self._arrays.clear()
             self._g = _open_group(self.location, read_only=not self._writable)
+            self._pid = os.getpid()
         return self._g
 
     def _array(self, name: str) -> zarr.Array:
-        if name not in self._arrays:
+        if name not in self._arrays or self._pid != os.getpid():
+            self._group()
             try:
-                self._arrays[name] = self._group()[name]
+                arr = self._group()[name]
+                # zarr skips chunks equal to the fill value by default; a store must hold
+                # every chunk of a written tile, so that a missing one means damage.
+                self._arrays[name] = arr.with_config({"write_empty_chunks": True}) if self._writable else arr
             except KeyError:
                 raise SchemaError(f"{self.location}: no array {name!r} in this store") from None
             except (json.JSONDecodeError, ValueError) as e:
@@ -146,7 +156,10 @@ class FeatureStore:
 
     def table(self) -> dict[str, np.ndarray]:
         """The tile table as columns, plus ``status``."""
-        cols = {c: np.asarray(self._array(f"{S.TILES_GROUP}/{c}")[:]) for c in S.TILE_COLUMNS}
+        cols = {
+            c: np.asarray(self._array(f"{S.TILES_GROUP}/{c}")[:], dtype=object if kind == "str" else kind)
+            for c, kind in S.TILE_COLUMNS.items()
+        }
         cols["status"] = self.status()
         return cols
 

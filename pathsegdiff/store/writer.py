@@ -81,9 +81,8 @@ class StoreWriter(FeatureStore):
         """Write B tiles at ``indices``; their status becomes written only after all arrays are."""
         idx = self._indices(indices)
         arrays = self._validate(idx, batch)
-        group = self._group()
         for name, data in arrays.items():
-            arr = group[name]
+            arr = self._array(name)
             for pos, a, b in _runs(idx):
                 arr[a:b] = data[pos : pos + (b - a)]
         self._set_status(idx, S.STATUS_WRITTEN)
@@ -261,7 +260,7 @@ def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int) -> None:
     if sch.store_rgb:
         tile_array(S.RGB, (3, s, s), "uint8", ("band", "row", "col"), checked_codecs(compress=True))
     if sch.ssl_dim:
-        tile_array(S.SSL, (sch.ssl_dim,), "float32", ("ssl",), checked_codecs())
+        tile_array(S.SSL, (sch.ssl_dim,), "float32", ("ssl_dim",), checked_codecs())
     if sch.latent_shape:
         c, h, w = sch.latent_shape
         tile_array(S.LATENT, (c, h, w), "float32", ("c_latent", "h_latent", "w_latent"), checked_codecs())

@@ -1,0 +1,78 @@
+"""A summary of a store for ``pathsegdiff store info``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathsegdiff.store import schema as S
+from pathsegdiff.store.reader import FeatureStore, open_store
+
+
+def bytes_on_disk(fs: FeatureStore) -> int | None:
+    """Size of the store's objects; None where the location cannot be listed cheaply."""
+    loc = fs.location
+    if loc.kind == "dir":
+        return sum(p.stat().st_size for p in Path(loc.local_dir).rglob("*") if p.is_file())
+    if loc.kind == "zip":
+        return os.path.getsize(loc.raw.removeprefix("file://"))
+    try:
+        import fsspec
+
+        fsys, path = fsspec.core.url_to_fs(loc.raw)
+        return int(fsys.du(path))
+    except Exception:
+        return None
+
+
+def store_info(where: str | os.PathLike) -> dict[str, Any]:
+    fs = open_store(where)
+    status = fs.status()
+    written = int(((status == S.STATUS_WRITTEN) | (status == S.STATUS_VERIFIED)).sum())
+    size = bytes_on_disk(fs)
+    sch = fs.schema
+    return {
+        "location": str(fs.location),
+        "schema_version": fs.meta["schema_version"],
+        "identity": fs.identity,
+        "tiles": {
+            "total": int(len(status)),
+            "written": written,
+            **{S.STATUS_NAMES[k]: int((status == k).sum()) for k in S.STATUS_NAMES},
+        },
+        "blocks": {b.name: list(b.shape) for b in sch.features.blocks},
+        "timesteps": list(sch.features.timesteps),
+        "classes": list(sch.class_names),
+        "ignore_index": sch.ignore_index,
+        "tile_size": sch.tile_size,
+        "dtype": sch.features.dtype,
+        "codec": sch.features.codec,
+        "splits": {str(k): int(v) for k, v in zip(*np.unique(fs.table()["split"].astype(str), return_counts=True))},
+        "bytes_on_disk": size,
+        "bytes_per_written_tile": (size // written) if (size and written) else None,
+        "bytes_per_tile_uncompressed": sch.bytes_per_tile(),
+        "identity_fields": fs.meta["identity_fields"],
+        "provenance": fs.provenance,
+    }
+
+
+def format_info(info: dict[str, Any]) -> str:
+    t = info["tiles"]
+    mib = lambda n: "?" if n is None else f"{n / 2**20:,.1f} MiB"  # noqa: E731
+    lines = [
+        f"store      {info['location']}",
+        f"layout     v{info['schema_version']}   identity {info['identity']}",
+        f"tiles      {t['written']}/{t['total']} written ({t['verified']} verified, {t['todo']} todo, {t['failed']} failed)",
+        f"splits     " + ", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items()),
+        f"timesteps  {', '.join(map(str, info['timesteps']))}",
+        "blocks     " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in info["blocks"].items()),
+        f"storage    {info['dtype']}, codec {info['codec']}, tile {info['tile_size']} px",
+        f"classes    {', '.join(info['classes']) or '(no labels)'} (ignore {info['ignore_index']})",
+        f"on disk    {mib(info['bytes_on_disk'])}; per written tile {mib(info['bytes_per_written_tile'])}"
+        f" (uncompressed {mib(info['bytes_per_tile_uncompressed'])})",
+        "provenance " + ", ".join(f"{k}={v}" for k, v in info["provenance"].items() if not isinstance(v, (dict, list))),
+    ]
+    return "\n".join(lines)
