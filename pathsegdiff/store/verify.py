@@ -86,13 +86,11 @@ def _check_values(name: str, data: np.ndarray, fs: FeatureStore) -> list[str]:
 def verify_store(
     where: str | os.PathLike, progress: Callable[[int], None] | None = None
 ) -> VerifyReport:
-    """Read every written tile of the store and report what is wrong, by tile id."""
-    try:
-        fs = open_store(where)
-    except PathsegdiffError as e:
-        rep = VerifyReport(str(where))
-        rep.store_problems.append(str(e))
-        return rep
+    """Read every written tile of the store and report what is wrong, by tile id.
+
+    Raises the reader's error when the store cannot be opened at all.
+    """
+    fs = open_store(where)  # a store that cannot be opened at all is an error, not a report
     rep = VerifyReport(str(fs.location))
     try:
         status = fs.status()
