@@ -1,0 +1,106 @@
+"""The built-in ``tiny`` model: untrained, seeded, same shape family as the reference.
+
+Like the reference (DESIGN.md 3) it has a VQ-f4 first stage (3 latent
+channels), a 4-level cross-attention UNet with attention at all but the
+finest level and one head per level, and an SSL projection (patch 384 ->
+context, region token fed zeros) giving 2 context tokens.  It is much
+narrower (32-96 channels, one resnet per level) so a 256 px tile runs in
+tens of milliseconds on one CPU core.
+
+Its weights are NOT trained: features from it test the plumbing, not the
+biology.  They are drawn from a fixed seed with our own generator (not
+torch's module initialisers), so they, and ``weights_sha256``, do not
+change with the torch or diffusers version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+from diffusers import UNet2DConditionModel, VQModel
+from torch import nn
+
+from pathsegdiff.extract.ldm import LDM, SSLProjection, config_sha256, scaled_linear_alphas_cumprod, state_dict_sha256
+
+TINY_MODEL_ID = "tiny-v1"  # bump when the config or the weight recipe changes
+TINY_SEED = 20240601
+SSL_DIM = 384
+CONTEXT_DIM = 64
+BETA_START, BETA_END = 0.0015, 0.0195  # the reference schedule
+
+UNET_CONFIG = dict(
+    sample_size=64,
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(32, 48, 64, 96),
+    layers_per_block=1,
+    norm_num_groups=8,
+    cross_attention_dim=CONTEXT_DIM,
+    attention_head_dim=1,  # diffusers' legacy name: the number of heads (the reference has num_heads 1)
+)
+
+VQ_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(8, 16, 32),
+    layers_per_block=1,
+    latent_channels=3,
+    num_vq_embeddings=256,
+    norm_num_groups=4,
+    mid_block_add_attention=False,  # a 64x64 self-attention would dominate the tiny model's cost
+    scaling_factor=1.0,
+)
+
+
+def _seeded_(name: str, tensor: torch.Tensor) -> None:
+    """Fill one tensor from a generator seeded by (TINY_SEED, name)."""
+    seed = int.from_bytes(hashlib.sha256(f"{TINY_SEED}:{name}".encode()).digest()[:8], "little")
+    gen = torch.Generator().manual_seed(seed)
+    uniform = torch.rand(tensor.shape, generator=gen, dtype=torch.float64) * 2 - 1
+    if tensor.ndim >= 2:  # weights: variance 1/fan_in keeps activations O(1) through depth
+        bound = math.sqrt(3.0 / (tensor[0].numel()))
+    elif name.endswith("weight"):  # norm scales around 1
+        uniform, bound = 1 + 0.1 * uniform, 1.0
+    else:  # biases: small but nonzero, so every path carries signal
+        bound = 0.05
+    tensor.copy_((uniform * bound).to(tensor.dtype))
+
+
+def _seed_module(prefix: str, module: nn.Module) -> None:
+    with torch.no_grad():
+        for name, tensor in module.state_dict(keep_vars=True).items():
+            if tensor.is_floating_point():
+                _seeded_(f"{prefix}.{name}", tensor.data)
+
+
+def build_tiny() -> LDM:
+    """The seeded tiny LDM on the CPU in float32."""
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    vq = VQModel(**VQ_CONFIG)
+    cond = SSLProjection(SSL_DIM, CONTEXT_DIM, region_dim=768, normalize=True)
+    for prefix, module in (("unet", unet), ("vq", vq), ("cond", cond)):
+        _seed_module(prefix, module)
+    return LDM(
+        model_id=TINY_MODEL_ID,
+        weights_sha256=state_dict_sha256(unet, vq, cond),
+        config_sha256=config_sha256({"unet": UNET_CONFIG, "vq": VQ_CONFIG, "ssl_dim": SSL_DIM, "seed": TINY_SEED}),
+        unet=unet,
+        first_stage=lambda rgb: vq.encode(rgb).latents,  # pre-quantisation output, as the reference
+        first_stage_module=vq,
+        scale_factor=1.0,
+        alphas_cumprod=scaled_linear_alphas_cumprod(BETA_START, BETA_END),
+        latent_channels=3,
+        downsample=4,
+        context_tokens=cond.tokens,
+        context_dim=CONTEXT_DIM,
+        ssl_dim=SSL_DIM,
+        cond=cond,
+        untrained=True,
+        notes=("tiny: untrained seeded weights; features test the pipeline, not the biology",),
+    )
