@@ -7,6 +7,7 @@ worker opens its own handles on first use.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from pathsegdiff.errors import (
     CorruptStoreError,
@@ -83,6 +85,7 @@ class FeatureStore:
         self._pid = os.getpid()
         self._arrays: dict[str, zarr.Array] = {}
         self._tile_ids: np.ndarray | None = None
+        self._table: dict[str, np.ndarray] | None = None
 
     # -- pickling: keep the location only, reopen lazily in the new process --
     def __getstate__(self) -> dict:
@@ -90,7 +93,7 @@ class FeatureStore:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._writable, self._g, self._arrays, self._tile_ids = False, None, {}, None
+        self._writable, self._g, self._arrays, self._tile_ids, self._table = False, None, {}, None, None
         self._pid = os.getpid()
 
     def _group(self) -> zarr.Group:
@@ -118,7 +121,7 @@ class FeatureStore:
 
     def _invalidate(self) -> None:
         self._arrays.clear()
-        self._tile_ids = None
+        self._tile_ids = self._table = None
 
     # -- description --------------------------------------------------------
     @property
@@ -163,8 +166,14 @@ class FeatureStore:
         cols["status"] = self.status()
         return cols
 
+    def _table_cache(self) -> dict[str, np.ndarray]:
+        # The tile table only grows (appends), so a cached copy stays valid until n_tiles changes.
+        if self._table is None or len(self._table["tile_id"]) != self.n_tiles:
+            self._table = {k: v for k, v in self.table().items() if k != "status"}
+        return self._table
+
     def record(self, i: int) -> S.TileRecord:
-        row = {c: self._array(f"{S.TILES_GROUP}/{c}")[int(i)] for c in S.TILE_COLUMNS}
+        row = {c: v[int(i)] for c, v in self._table_cache().items()}
         return S.TileRecord(
             tile_id=str(row["tile_id"]), slide_id=str(row["slide_id"]), x=int(row["x"]), y=int(row["y"]),
             mpp=float(row["mpp"]), split=str(row["split"]),
@@ -224,16 +233,28 @@ class FeatureStore:
                 f"{self.location}: tile {i} ({self.tile_ids()[i]}) is {S.STATUS_NAMES.get(st, st)}, not written"
             )
         blocks, timesteps = self._check_selection(blocks, timesteps)
-        feats = {t: {b: self._read(S.feature_path(t, b), i) for b in blocks} for t in timesteps}
         sch = self.schema
-        td = TileData(i, self.record(i), feats)
+        names = [S.feature_path(t, b) for t in timesteps for b in blocks]
         if extras:
-            td.labels = self._read(S.LABELS, i) if sch.has_labels else None
-            td.instances = self._read(S.INSTANCES, i) if sch.store_instances else None
-            td.rgb = self._read(S.RGB, i) if sch.store_rgb else None
-            td.ssl = self._read(S.SSL, i) if sch.ssl_dim else None
-            td.latent = self._read(S.LATENT, i) if sch.latent_shape else None
-        return td
+            names += [n for n, keep in ((S.LABELS, sch.has_labels), (S.INSTANCES, sch.store_instances),
+                                        (S.RGB, sch.store_rgb), (S.SSL, sch.ssl_dim), (S.LATENT, sch.latent_shape))
+                      if keep]
+        got = dict(zip(names, self._read_many(names, i)))
+        feats = {t: {b: got[S.feature_path(t, b)] for b in blocks} for t in timesteps}
+        return TileData(i, self.record(i), feats, labels=got.get(S.LABELS), instances=got.get(S.INSTANCES),
+                        rgb=got.get(S.RGB), ssl=got.get(S.SSL), latent=got.get(S.LATENT))
+
+    def _read_many(self, names: list[str], i: int) -> list[np.ndarray]:
+        """One tile of several arrays, fetched concurrently (one round trip on remote stores)."""
+        arrays = [self._array(n) for n in names]
+
+        async def fetch():
+            return await asyncio.gather(*(a._async_array.getitem(i) for a in arrays))
+
+        try:
+            return [np.asarray(x) for x in sync(fetch())]
+        except Exception:
+            return [self._read(n, i) for n in names]  # one by one, to name the damaged array
 
     # -- views ----------------------------------------------------------------
     def to_dask(self, name: str):

@@ -1,4 +1,4 @@
-"""Child process for the resume test: fills a store in batches, SIGKILLs itself at the Nth array write."""
+"""Child process for the resume test: fills a store in batches, SIGKILLs itself at the Nth object write."""
 
 import os
 import signal
@@ -11,20 +11,20 @@ from pathsegdiff.store import open_or_create
 
 path, kill_at, batch, phase = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 calls = {"n": 0}
-setitem = zarr.Array.__setitem__
+store_set = zarr.storage.LocalStore.set
 
 
-def counting_setitem(self, key, value):
+async def counting_set(self, key, value):
     calls["n"] += 1
     if calls["n"] == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, no atexit: like a crash at 3 a.m.
-    return setitem(self, key, value)
+    return await store_set(self, key, value)
 
 
-if phase == "create":  # count the tile-table writes of store creation too
-    zarr.Array.__setitem__ = counting_setitem
+if phase == "create":  # count the metadata and tile-table writes of store creation too
+    zarr.storage.LocalStore.set = counting_set
 with open_or_create(path, synth.schema(), synth.records(), {"test": "resume"}) as w:
-    zarr.Array.__setitem__ = counting_setitem
+    zarr.storage.LocalStore.set = counting_set
     todo = list(w.missing())
     for k in range(0, len(todo), batch):
         idx = todo[k : k + batch]

@@ -46,9 +46,13 @@ def reference(tmp_path_factory):
     return store_bytes(path)
 
 
-# Each batch writes 7 arrays then the status chunk: 8 writes.  These land in
-# the first, second and third batch, before, inside and after the status write.
-@pytest.mark.parametrize("kill_at", [3, 8, 9, 13, 20])
+# A batch of 4 tiles writes 7 arrays x 4 chunk objects, then the status chunk:
+# 29 object writes.  The kill points land inside the first batch, on its status
+# write, on the first chunk of the second batch, inside it, and inside the third.
+PER_BATCH = 29
+
+
+@pytest.mark.parametrize("kill_at", [5, 29, 30, 45, 70])
 def test_sigkill_mid_batch_then_resume(tmp_path, reference, kill_at):
     path = tmp_path / "s.zarr"
     r = run_writer(path, kill_at=kill_at)
@@ -57,7 +61,7 @@ def test_sigkill_mid_batch_then_resume(tmp_path, reference, kill_at):
     fs = open_store(path)
     written = set(fs.written().tolist())
     # Batches are 4 tiles; a batch is written only when its status write landed.
-    assert written == set(range(4 * ((kill_at - 1) // 8)))  # the kill stops write number kill_at
+    assert written == set(range(4 * ((kill_at - 1) // PER_BATCH)))  # the kill stops write number kill_at
     assert list(np.flatnonzero(fs.status() == 0)) == sorted(set(range(12)) - written)
     rep = verify_store(path)
     assert rep.ok, rep.lines()
