@@ -161,6 +161,72 @@ def store_ls_cmd(
 
 # --- train / evaluate --------------------------------------------------------
 
+TrainStoreArg = Annotated[str, typer.Argument(help="Store with features and labels: a directory, a .zip or a URL.")]
+
+
+@app.command("train")
+@guarded
+def train_cmd(
+    store: TrainStoreArg,
+    out: Annotated[str, typer.Option("-o", "--out", help="Run directory to write (refused if it holds another run).")],
+    head: Annotated[str, typer.Option(help="Head: fcn, linear or mlp.")] = "fcn",
+    blocks: Annotated[str | None, typer.Option(help="Comma-separated blocks; default: every block in the store.")] = None,
+    timesteps: Annotated[str | None, typer.Option(help="Comma-separated timesteps; default: all in the store.")] = None,
+    epochs: Annotated[int, typer.Option(help="Most epochs per run (early stopping may end sooner).")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (cosine schedule).")] = 1e-3,
+    label_fraction: Annotated[str, typer.Option(help="Train tiles used: a fraction (0.1), a percentage (10%) or a count (25).")] = "1",
+    runs: Annotated[int, typer.Option(help="Repeat with seeds seed..seed+runs-1; results give mean and std.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    dice: Annotated[float, typer.Option(help="Weight of a soft Dice loss added to cross-entropy.")] = 0.0,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better val mIoU.")] = 8,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Train a segmentation head from the store alone; write RUN/results.json, summary.md and plots."""
+    from pathsegdiff.train_head.fit import TrainConfig
+    from pathsegdiff.train_head.run import train
+    from pathsegdiff.train_head.splits import parse_label_fraction
+
+    config = TrainConfig(
+        head=head, blocks=split_list(blocks), timesteps=split_list(timesteps, int), epochs=epochs,
+        batch_size=batch_size, lr=lr, dice_weight=dice, patience=patience,
+        label_fraction=parse_label_fraction(label_fraction), runs=runs, seed=seed, workers=workers, device=device,
+    )
+    r = train(store, out, config, overwrite=overwrite, progress=not quiet)
+    typer.echo(_result_line(out, r))
+
+
+@app.command("evaluate")
+@guarded
+def evaluate_cmd(
+    run: Annotated[str, typer.Argument(help="Run directory written by 'pathsegdiff train'.")],
+    store: Annotated[str, typer.Option("--store", help="Store to evaluate on (same features as the training store).")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 8,
+    out: Annotated[str | None, typer.Option("-o", "--out", help="Report directory; default RUN/eval/<store>-<split>.")] = None,
+) -> None:
+    """Evaluate a trained head on a split of a store; write results.json, summary.md and plots."""
+    from pathsegdiff.train_head.evaluate import evaluate_run
+
+    r, where = evaluate_run(run, store, split=split, device=device, batch_size=batch_size, out_dir=out)
+    typer.echo(_result_line(str(where), r))
+
+
+def _result_line(where: str, r: dict) -> str:
+    std = r.get("std") or {}
+
+    def fmt(k: str) -> str:
+        v, s = r.get(k), std.get(k)
+        return "n/a" if v is None else f"{v:.4f}" + (f" ± {s:.4f}" if s is not None else "")
+
+    return (f"{where}: {r['head']} head, {r['split']} split ({r['n_tiles']} tiles): mIoU {fmt('miou')}, "
+            f"mDice {fmt('mdice')}, pixel accuracy {fmt('pixel_accuracy')}")
+
+
 # --- predict / demo / doctor -------------------------------------------------
 
 

@@ -1,0 +1,148 @@
+"""Head checkpoints: weights in safetensors, everything else in JSON; never pickle.
+
+A checkpoint directory holds ``head.safetensors`` and ``head.json``.  The JSON
+carries the head config (enough to rebuild the module), the class names and
+ignore value, the identity of the store it was trained on, and the run
+config.  :func:`load_head` rebuilds the module from the JSON and loads the
+weights into it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pathsegdiff.errors import ConfigError, InputError
+from pathsegdiff.store import FeatureStore
+from pathsegdiff.train_head.heads import FCNHead, HeadConfig, LinearHead, SegHead
+from pathsegdiff.train_head.mlp import PixelMLPEnsemble
+
+FORMAT = "pathsegdiff-head"
+FORMAT_VERSION = 1
+WEIGHTS = "head.safetensors"
+META = "head.json"
+RUN_META = "run.json"  # written by fit at the run root; names the best run's checkpoint
+
+
+def build_head(config: HeadConfig) -> SegHead:
+    """The module a config describes, with fresh weights."""
+    return {"fcn": FCNHead, "linear": LinearHead, "mlp": PixelMLPEnsemble}[config.kind](config)
+
+
+@dataclass(frozen=True)
+class HeadMeta:
+    """Everything saved beside the weights."""
+
+    head: HeadConfig
+    class_names: tuple[str, ...]
+    ignore_index: int
+    store_identity: str
+    store_identity_fields: dict[str, Any]
+    store_location: str = ""
+    train: dict[str, Any] = field(default_factory=dict)  # the run config, as TrainConfig.to_dict()
+    seed: int = 0
+    epoch: int = 0
+    val_miou: float | None = None
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.head.blocks)
+
+    @property
+    def timesteps(self) -> tuple[int, ...]:
+        return self.head.timesteps
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "head": self.head.to_dict(),
+            "class_names": list(self.class_names), "ignore_index": self.ignore_index,
+            "store_identity": self.store_identity, "store_identity_fields": self.store_identity_fields,
+            "store_location": self.store_location, "train": self.train, "seed": self.seed, "epoch": self.epoch,
+            "val_miou": self.val_miou,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadMeta:
+        if d.get("format") != FORMAT or not isinstance(d.get("format_version"), int):
+            raise ConfigError("not a pathsegdiff head checkpoint (format field missing)")
+        if d["format_version"] > FORMAT_VERSION:
+            raise ConfigError(f"head checkpoint format {d['format_version']} is newer than this pathsegdiff reads")
+        d = {k: v for k, v in d.items() if k not in ("format", "format_version")}
+        d["head"] = HeadConfig.from_dict(d["head"])
+        d["class_names"] = tuple(d["class_names"])
+        return cls(**d)
+
+
+def save_head(directory: str | os.PathLike, module: SegHead, meta: HeadMeta) -> None:
+    """Write weights and meta; each file is replaced atomically."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(tensors, d / (WEIGHTS + ".tmp"), metadata={"format": FORMAT})
+    os.replace(d / (WEIGHTS + ".tmp"), d / WEIGHTS)
+    (d / (META + ".tmp")).write_text(json.dumps(meta.to_dict(), indent=1))
+    os.replace(d / (META + ".tmp"), d / META)
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    """The directory holding the head: ``run_dir`` itself, or the best run named in its run.json."""
+    d = Path(run_dir)
+    if (d / META).is_file():
+        return d
+    if (d / RUN_META).is_file():
+        best = json.loads((d / RUN_META).read_text()).get("best_run")
+        if best and (d / best / META).is_file():
+            return d / best
+    raise InputError(f"{d}: no trained head here (no {META}, nor a {RUN_META} naming one)")
+
+
+def load_head(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SegHead, HeadMeta]:
+    """Rebuild the head saved in ``run_dir`` (a run root or one run's directory), in eval mode.
+
+    ``module(features)`` takes ``{timestep: {block: tensor (B, C, h, w)}}`` as the
+    store or the extractor gives them and returns logits (B, K, H, W) at label
+    resolution; ``module.predict(features)`` returns class ids (B, H, W).
+    """
+    d = checkpoint_dir(run_dir)
+    try:
+        meta = HeadMeta.from_dict(json.loads((d / META).read_text()))
+        module = build_head(meta.head)
+        module.load_state_dict(load_file(d / WEIGHTS, device="cpu"), strict=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise InputError(f"{d}: cannot load the head checkpoint: {e}") from None
+    return module.to(device).eval(), meta
+
+
+def check_store_matches(meta: HeadMeta, store: FeatureStore, need_labels: bool = True) -> None:
+    """Refuse a store whose features differ from those the head was trained on.
+
+    The store may hold other blocks or timesteps than the training store (its
+    identity hash then differs), but every other identity field must match and
+    the head's blocks must be there with the same shapes.
+    """
+    have = dict(store.meta.get("identity_fields", {}))
+    want = dict(meta.store_identity_fields)
+    differing = sorted(k for k in set(have) | set(want)
+                       if k not in ("blocks", "timesteps") and have.get(k) != want.get(k))
+    if differing:
+        detail = "; ".join(f"{k}: head {want.get(k)!r}, store {have.get(k)!r}" for k in differing)
+        raise InputError(
+            f"{store.location}: features differ from those the head was trained on "
+            f"(store identity {store.identity}, head trained on {meta.store_identity}): {detail}"
+        )
+    for b in meta.head.blocks:
+        if b.name not in store.blocks or store.schema.features.block(b.name) != b:
+            raise InputError(f"{store.location}: the head needs block {b.name} {b.shape}, which this store lacks")
+    for t in meta.head.timesteps:
+        if t not in store.timesteps:
+            raise InputError(f"{store.location}: the head needs timestep {t}, which this store lacks")
+    if need_labels and tuple(store.schema.class_names) != meta.class_names:
+        raise InputError(
+            f"{store.location}: classes {list(store.schema.class_names)} differ from the head's {list(meta.class_names)}"
+        )

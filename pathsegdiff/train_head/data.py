@@ -1,0 +1,121 @@
+"""Streaming tiles from a store into torch: a Dataset and its DataLoader.
+
+Each item reads one tile's selected blocks and timesteps (float16, as
+stored), its labels and optionally its RGB and instances; nothing else is
+read and nothing is cached, so memory is bounded by batch size times
+prefetch depth, never by the store size.  The dataset keeps only the store's
+location and opens it lazily in each process (and again after a fork), so it
+works in DataLoader workers under fork and spawn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pathsegdiff.store import FeatureStore, open_store
+from pathsegdiff.store.schema import INSTANCES
+
+
+def dihedral(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:
+    """Rotate by ``rot`` quarter turns, then mirror left-right, on the last two axes.
+
+    On square tiles this commutes with bilinear upsampling, so applying it to
+    low-resolution features and to full-resolution labels keeps them aligned.
+    """
+    a = np.rot90(a, rot, axes=(-2, -1))
+    return np.ascontiguousarray(a[..., ::-1] if flip else a)
+
+
+class TileDataset(Dataset):
+    """Tiles ``indices`` of the store at ``where``: features, labels and optional extras."""
+
+    def __init__(
+        self,
+        where: str,
+        indices: Sequence[int],
+        blocks: Sequence[str],
+        timesteps: Sequence[int],
+        augment: bool = False,
+        seed: int = 0,
+        with_rgb: bool = False,
+        with_instances: bool = False,
+    ):
+        self.where = str(where)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.blocks = tuple(blocks)
+        self.timesteps = tuple(int(t) for t in timesteps)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.with_rgb = with_rgb
+        self.with_instances = with_instances
+        self._store: FeatureStore | None = None
+        self._pid = -1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations depend on (seed, epoch, tile), not on worker or order."""
+        self.epoch = epoch
+
+    @property
+    def store(self) -> FeatureStore:
+        if self._store is None or self._pid != os.getpid():
+            self._store, self._pid = open_store(self.where), os.getpid()
+        return self._store
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_store": None, "_pid": -1}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        i = int(self.indices[item])
+        s = self.store
+        feats = {t: {b: s.read_features(i, t, b) for b in self.blocks} for t in self.timesteps}
+        labels = s.read_labels(i)
+        extras = {}
+        if self.with_rgb and s.schema.store_rgb:
+            extras["rgb"] = s.read_rgb(i)
+        if self.with_instances and s.schema.store_instances:
+            extras["instances"] = s._read(INSTANCES, i)  # the reader has no public accessor yet
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rot, flip = int(rng.integers(4)), bool(rng.integers(2))
+            feats = {t: {b: dihedral(x, rot, flip) for b, x in d.items()} for t, d in feats.items()}
+            labels = dihedral(labels, rot, flip)
+            extras = {k: dihedral(v, rot, flip) for k, v in extras.items()}
+        return {
+            "index": i,
+            "features": {t: {b: torch.from_numpy(x) for b, x in d.items()} for t, d in feats.items()},
+            "labels": torch.from_numpy(labels.astype(np.int64)),
+            **{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in extras.items()},
+        }
+
+
+def _worker_init(_: int) -> None:
+    # Workers only read and decode; one thread each keeps the cores for training.
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    dataset: TileDataset, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0, prefetch: int = 2
+) -> DataLoader:
+    """Batches of ``dataset``; the shuffle order is fixed by ``seed`` and the epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=generator,
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=prefetch if workers else None,
+        persistent_workers=False,
+        drop_last=False,
+    )

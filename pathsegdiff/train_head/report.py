@@ -1,0 +1,140 @@
+"""What a run leaves behind: ``results.json``, ``summary.md`` and ``plots/``.
+
+``results.json`` is plain JSON (undefined values such as the IoU of a class
+that never occurs are ``null``).  With several runs, the scalar metrics and
+per-class IoU/Dice are the mean over runs, ``std`` holds their sample
+standard deviations, and ``per_run`` keeps each run's own numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathsegdiff.train_head.metrics import ConfusionMatrix
+
+SCALARS = ("pixel_accuracy", "miou", "mdice")
+
+
+def clean_json(obj: Any) -> Any:
+    """NaN and infinities become null; numpy scalars and arrays become Python values."""
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return None, None
+    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
+
+
+def aggregate_runs(per_run: list[dict[str, Any]], class_names: Sequence[str]) -> dict[str, Any]:
+    """Mean and std over runs of the scalar metrics and per-class IoU/Dice; confusion summed."""
+    out: dict[str, Any] = {"std": {}}
+    for key in SCALARS:
+        out[key], out["std"][key] = _mean_std([r[key] for r in per_run])
+    out["per_class"] = {}
+    for name in class_names:
+        entry = {}
+        for m in ("iou", "dice"):
+            entry[m], entry[f"{m}_std"] = _mean_std([r["per_class"][name][m] for r in per_run])
+        entry["pixels"] = per_run[0]["per_class"][name]["pixels"]
+        out["per_class"][name] = entry
+    out["confusion_matrix"] = np.sum([r["confusion_matrix"] for r in per_run], axis=0).tolist()
+    if all("objects" in r for r in per_run):
+        keys = ("object_f1", "object_dice", "object_hausdorff")
+        out["objects"] = {k: _mean_std([r["objects"][k] for r in per_run])[0] for k in keys}
+        out["std"]["objects"] = {k: _mean_std([r["objects"][k] for r in per_run])[1] for k in keys}
+    return out
+
+
+def _fmt(x: Any, std: Any = None) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.4f}" + (f" ± {std:.4f}" if isinstance(std, float) else "")
+    return str(x)
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """A readable page: overall metrics, per class, per slide spread, objects, runs."""
+    std = results.get("std", {})
+    lines = [
+        f"# {results.get('head', 'head')} head on {results.get('store', 'store')} ({results.get('split')} split)",
+        "",
+        f"- store identity: `{results.get('store_identity')}`; blocks {results.get('blocks')}, "
+        f"timesteps {results.get('timesteps')}",
+        f"- tiles evaluated: {results.get('n_tiles')}; runs: {results.get('runs', 1)}",
+    ]
+    if "n_train_tiles" in results:
+        lines.append(f"- train tiles: {results['n_train_tiles']} (label fraction {results.get('label_fraction')}); "
+                     f"validation: {results.get('val_source')}")
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(results.get(k), std.get(k))} |" for k in SCALARS]
+    lines += ["", "| class | IoU | Dice | pixels |", "|---|---|---|---|"]
+    for name, c in results.get("per_class", {}).items():
+        lines.append(f"| {name} | {_fmt(c['iou'], c.get('iou_std'))} | {_fmt(c['dice'], c.get('dice_std'))} "
+                     f"| {c['pixels']} |")
+    per_slide = results.get("per_slide")
+    if per_slide and per_slide.get("spread"):
+        lines += ["", "Per-slide spread:", "", "| metric | mean | std | min | max | slides |", "|---|---|---|---|---|---|"]
+        for k, s in per_slide["spread"].items():
+            lines.append(f"| {k} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['min'])} | {_fmt(s['max'])} "
+                         f"| {s['n']} |")
+    if results.get("objects"):
+        o, os_ = results["objects"], std.get("objects", {})
+        lines += ["", "| object metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(o.get(k), os_.get(k))} |" for k in ("object_f1", "object_dice", "object_hausdorff")]
+    if len(results.get("per_run", [])) > 1:
+        lines += ["", "| seed | best epoch | val mIoU | mIoU | mDice | pixel acc. |", "|---|---|---|---|---|---|"]
+        for r in results["per_run"]:
+            lines.append(f"| {r['seed']} | {r['best_epoch']} | {_fmt(r['val_miou'])} | {_fmt(r['miou'])} "
+                         f"| {_fmt(r['mdice'])} | {_fmt(r['pixel_accuracy'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    out: Path,
+    results: dict[str, Any],
+    confusion: ConfusionMatrix | None,
+    samples: list[dict[str, Any]],
+    histories: dict[str, list[dict[str, float]]] | None,
+    class_names: Sequence[str],
+    ignore_index: int,
+    plots: bool = True,
+) -> None:
+    """Write results.json, summary.md and (when asked) the figures under plots/."""
+    out.mkdir(parents=True, exist_ok=True)
+    if plots:
+        from pathsegdiff.train_head import plots as P
+
+        d = out / "plots"
+        d.mkdir(exist_ok=True)
+        made = []
+        if histories:
+            P.learning_curves(histories, d / "learning_curves.png")
+            made.append("learning_curves.png")
+        if confusion is not None:
+            P.confusion_matrix(confusion.normalised(), class_names, d / "confusion_matrix.png")
+            made.append("confusion_matrix.png")
+        if samples:
+            P.overlays(samples, class_names, ignore_index, d / "overlays.png")
+            made.append("overlays.png")
+        results = {**results, "plots": [f"plots/{m}" for m in made]}
+    (out / "results.json").write_text(json.dumps(clean_json(results), indent=1))
+    (out / "summary.md").write_text(summary_markdown(clean_json(results)))

@@ -1,0 +1,122 @@
+"""Which tiles and which features a run uses: splits, label fractions, block/timestep selection.
+
+Only tiles whose status is written or verified take part.  Splits come from
+the ``split`` column of the tile table.  Tiles with an empty split count as
+train.  When no written tile is marked ``val``, a validation set is carved
+from train with the data seed: whole slides when train spans at least two
+slides (tiles of one slide are correlated, so this avoids leaking them), else
+single tiles; about ``val_fraction`` of the tiles, at least one, and never
+all of train.  Label-fraction subsets are prefixes of one seeded permutation
+of the train tiles, so for one seed the 1 % subset lies inside the 10 % one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pathsegdiff.errors import ConfigError, InputError
+from pathsegdiff.store import FeatureStore
+from pathsegdiff.store.schema import STATUS_VERIFIED, STATUS_WRITTEN, BlockSpec
+
+
+def resolve_selection(
+    store: FeatureStore, blocks: tuple[str, ...] | None, timesteps: tuple[int, ...] | None
+) -> tuple[tuple[BlockSpec, ...], tuple[int, ...]]:
+    """The selected blocks (with their stored shapes) and timesteps; all of them when None."""
+    have_b, have_t = store.blocks, store.timesteps
+    blocks = tuple(blocks) if blocks else have_b
+    timesteps = tuple(int(t) for t in timesteps) if timesteps else have_t
+    for b in blocks:
+        if b not in have_b:
+            raise ConfigError(f"{store.location}: no block {b!r}; the store has {', '.join(have_b)}")
+    for t in timesteps:
+        if t not in have_t:
+            raise ConfigError(f"{store.location}: no timestep {t}; the store has {', '.join(map(str, have_t))}")
+    if len(set(blocks)) != len(blocks) or len(set(timesteps)) != len(timesteps):
+        raise ConfigError(f"repeated block or timestep in the selection: {list(blocks)}, {list(timesteps)}")
+    return tuple(store.schema.features.block(b) for b in blocks), timesteps
+
+
+def require_labels(store: FeatureStore) -> None:
+    if not store.schema.has_labels:
+        raise InputError(
+            f"{store.location}: this store holds no labels; extract it from a source with masks to train or evaluate"
+        )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Tile indices per split, and how validation was obtained."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    val_source: str  # "store" or a sentence saying how it was carved
+
+    def get(self, name: str) -> np.ndarray:
+        if name not in ("train", "val", "test"):
+            raise ConfigError(f"unknown split {name!r}; choose train, val or test")
+        return getattr(self, name)
+
+
+def read_splits(store: FeatureStore, seed: int = 0, val_fraction: float = 0.2) -> Splits:
+    """Written tiles by split, with a validation set carved from train if the store has none."""
+    table = store.table()
+    status, split = table["status"], np.asarray(table["split"]).astype(str)
+    ok = (status == STATUS_WRITTEN) | (status == STATUS_VERIFIED)
+    train = np.flatnonzero(ok & ((split == "train") | (split == "")))
+    val = np.flatnonzero(ok & (split == "val"))
+    test = np.flatnonzero(ok & (split == "test"))
+    if len(val) or len(train) < 2:
+        return Splits(train, val, test, "store")
+    slides = np.asarray(table["slide_id"]).astype(str)[train]
+    rng = np.random.default_rng(seed)
+    unique = np.unique(slides)
+    want = max(1, round(val_fraction * len(train)))
+    if len(unique) >= 2 and all(unique != ""):
+        chosen: list[str] = []
+        for s in rng.permutation(unique):
+            if sum(int((slides == c).sum()) for c in chosen) >= want or len(chosen) == len(unique) - 1:
+                break
+            chosen.append(str(s))
+        is_val = np.isin(slides, chosen)
+        how = f"carved from train: {len(chosen)} of {len(unique)} slides (seed {seed})"
+    else:
+        is_val = np.zeros(len(train), bool)
+        is_val[rng.permutation(len(train))[: min(want, len(train) - 1)]] = True
+        how = f"carved from train: {int(is_val.sum())} of {len(train)} tiles (seed {seed})"
+    return Splits(train[~is_val], train[is_val], test, how)
+
+
+def parse_label_fraction(value: str | float | int) -> float | int:
+    """A fraction in (0, 1] ("0.1", "1"), a percentage ("10%"), or a tile count > 1 ("25")."""
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            f = float(text[:-1]) / 100
+        elif text.isdigit() and int(text) > 1:
+            return int(text)
+        else:
+            f = float(text)
+    except ValueError:
+        raise ConfigError(f"label fraction {value!r}: give a fraction (0.1), a percentage (10%) or a tile count (25)")
+    if not 0 < f <= 1:
+        raise ConfigError(f"label fraction {value!r} must be in (0, 1], a percentage, or a tile count > 1")
+    return f
+
+
+def label_subset(train: np.ndarray, fraction: float | int, seed: int = 0) -> np.ndarray:
+    """The first floor(fraction * n) (or k) tiles of a seeded permutation of ``train``, in store order."""
+    n = len(train)
+    k = fraction if isinstance(fraction, int) else math.floor(fraction * n + 1e-9)
+    if n == 0:
+        raise InputError("the train split is empty: no written tile is marked train")
+    if k < 1:
+        raise InputError(f"label fraction {fraction} of {n} train tiles leaves no tile; use a larger fraction")
+    if k > n:
+        raise InputError(f"label fraction asks for {k} tiles but the train split has only {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(train[order[:k]])
