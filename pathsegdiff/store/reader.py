@@ -252,9 +252,16 @@ class FeatureStore:
             return await asyncio.gather(*(a._async_array.getitem(i) for a in arrays))
 
         try:
-            return [np.asarray(x) for x in sync(fetch())]
+            out = [np.asarray(x) for x in sync(fetch())]
         except Exception:
-            return [self._read(n, i) for n in names]  # one by one, to name the damaged array
+            out = [self._read(n, i) for n in names]  # one by one, to name the damaged array
+        for name, x in zip(names, out):
+            if x.dtype.kind == "f" and x.size and np.isnan(x.flat[0]):
+                raise CorruptStoreError(
+                    f"{self.location}: tile {i} ({self.tile_ids()[i]}) is marked written but its {name} chunk "
+                    "is missing; run 'pathsegdiff store verify'"
+                )
+        return out
 
     # -- views ----------------------------------------------------------------
     def to_dask(self, name: str):

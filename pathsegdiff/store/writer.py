@@ -251,8 +251,11 @@ def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int) -> None:
     shards = sch.shard_tiles if sch.shard_tiles > 1 else None
 
     def tile_array(name: str, shape: tuple, dtype: str, dims: tuple, codecs: dict) -> None:
+        # Float arrays are filled with NaN: written values are always finite, so a NaN
+        # read back means a chunk is missing, never data.
+        fill = float("nan") if dtype.startswith("float") else 0
         group.create_array(
-            name, shape=(n, *shape), chunks=(1, *shape), dtype=dtype, fill_value=0,
+            name, shape=(n, *shape), chunks=(1, *shape), dtype=dtype, fill_value=fill,
             shards=(shards, *shape) if shards else None, dimension_names=("tile", *dims), **codecs,
         )
 
