@@ -75,7 +75,9 @@ def make_conditioner(arg: str, ldm: LDM, device: str = "cpu") -> Conditioner:
     elif kind == "precomputed":
         from pathsegdiff.extract.precomputed import PrecomputedConditioner
 
-        cond = PrecomputedConditioner(Path(rest).expanduser() if rest else Path(""))
+        if not rest:
+            raise ConfigError("--conditioning precomputed: needs a path, e.g. precomputed:/path/to/embeddings.npy")
+        cond = PrecomputedConditioner(Path(rest).expanduser())
     else:
         raise ConfigError(f"unknown conditioning {arg!r}; expected one of {', '.join(CONDITIONING_KINDS)}")
     if cond.dim != ldm.ssl_dim:
