@@ -228,6 +228,18 @@ def _result_line(where: str, r: dict) -> str:
 
 
 # --- predict / demo / doctor -------------------------------------------------
+@app.command("doctor")
+@guarded
+def doctor_cmd(
+    no_self_test: Annotated[bool, typer.Option("--no-self-test", help="Skip the tiny-model self-test.")] = False,
+) -> None:
+    """Versions, device, free disk, optional extras, and a self-test on the tiny model."""
+    from pathsegdiff.doctor import run_doctor
+
+    report = run_doctor(self_test_enabled=not no_self_test)
+    typer.echo("\n".join(report.lines))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry when run as a module
