@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -61,3 +63,74 @@ def test_to_dtype_round_trip():
     assert ldm.dtype == torch.bfloat16 and ldm.cond.patch_fc.weight.dtype == torch.bfloat16
     out = ldm.encode(torch.zeros(1, 3, 32, 32))
     assert out.dtype == torch.bfloat16
+
+
+# --- diffusers folder ---------------------------------------------------------
+
+
+def write_diffusers_folder(root, with_text_encoder: bool):
+    """A tiny SD-1.x-shaped folder: f8 KL VAE, cross-attention UNet, scaled-linear schedule."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+                                norm_num_groups=8, cross_attention_dim=32, attention_head_dim=2)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16),
+                        layers_per_block=1, latent_channels=4, norm_num_groups=4, scaling_factor=0.18215)
+    unet.save_pretrained(root / "unet")
+    vae.save_pretrained(root / "vae")
+    DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    if with_text_encoder:
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+        vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "a": 3}
+        (root / "vocab.json").write_text(json.dumps(vocab))
+        (root / "merges.txt").write_text("#version: 0.2\n")
+        CLIPTokenizer(vocab_file=str(root / "vocab.json"), merges_file=str(root / "merges.txt"),
+                      model_max_length=6).save_pretrained(root / "tokenizer")
+        CLIPTextModel(CLIPTextConfig(vocab_size=4, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=2, max_position_embeddings=6)).save_pretrained(root / "text_encoder")
+    return unet, vae
+
+
+@pytest.mark.parametrize("with_text_encoder", [False, True])
+def test_diffusers_folder(tmp_path, with_text_encoder):
+    from pathsegdiff.extract.features import FeatureConfig, FeatureExtractor, available_blocks, block_shapes
+    from pathsegdiff.extract.ldm import scaled_linear_alphas_cumprod
+
+    root = tmp_path / "sd-tiny"
+    unet, vae = write_diffusers_folder(root, with_text_encoder)
+    ldm = load_model(str(root))
+    assert ModelSpec.parse(str(root)).kind == "diffusers" and ldm.model_id == "diffusers:sd-tiny"
+    assert (ldm.latent_channels, ldm.downsample, ldm.ssl_dim, ldm.context_dim) == (4, 8, 0, 32)
+    assert not ldm.untrained and ldm.scale_factor == pytest.approx(0.18215)
+    torch.testing.assert_close(ldm.alphas_cumprod.double(), scaled_linear_alphas_cumprod(0.00085, 0.012), rtol=1e-6, atol=1e-7)
+    rgb = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(ldm.encode(rgb), vae.encode(rgb).latent_dist.mode() * 0.18215)
+    ctx = ldm.context(None, 3)
+    if with_text_encoder:
+        assert ctx.shape == (3, 6, 32) and ctx.abs().sum() > 0 and "empty-prompt" in ldm.notes[0]
+    else:
+        assert ctx.shape == (3, 77, 32) and not ctx.any() and "zeros" in ldm.notes[0]
+    # the block arithmetic holds for an f8 model too
+    cfg = FeatureConfig(blocks=tuple(available_blocks(ldm)), timesteps=(100,))
+    feats, z0 = FeatureExtractor(ldm, cfg)(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), ["a", "b"], None)
+    assert z0.shape == (2, 4, 8, 8)
+    assert {b: tuple(x.shape[1:]) for b, x in feats[100].items()} == block_shapes(ldm, cfg, 64)
+
+
+def test_diffusers_folder_missing_parts(tmp_path):
+    root = tmp_path / "broken"
+    write_diffusers_folder(root, with_text_encoder=False)
+    (root / "scheduler" / "scheduler_config.json").unlink()
+    with pytest.raises(ModelLoadError, match=r"scheduler_config\.json: not found"):
+        load_model(str(root))
+    (root / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    (root / "scheduler" / "scheduler_config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="unet: cannot load UNet2DConditionModel"):
+        load_model(str(root))
