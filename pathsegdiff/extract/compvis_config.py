@@ -123,3 +123,13 @@ def first_stage_config(first_stage: dict[str, Any]) -> tuple[str, dict[str, Any]
 
 def downsample_factor(first_stage: dict[str, Any]) -> int:
     return 2 ** (len(first_stage["params"]["ddconfig"]["ch_mult"]) - 1)
+
+
+# The BRCA-20x HIPT model's unet_config / first_stage_config params (DESIGN.md 3), for
+# random-weight stand-ins of the reference size (benchmarks, shape checks).
+REFERENCE_UNET = dict(image_size=64, in_channels=3, out_channels=3, model_channels=192,
+                      attention_resolutions=[8, 4, 2], num_res_blocks=2, channel_mult=[1, 2, 3, 5], num_heads=1,
+                      use_spatial_transformer=True, transformer_depth=1, context_dim=512)
+REFERENCE_FIRST_STAGE = {"target": "ldm.models.autoencoder.VQModelInterface", "params": dict(
+    embed_dim=3, n_embed=8192, ddconfig=dict(double_z=False, z_channels=3, resolution=256, in_channels=3, out_ch=3,
+                                             ch=128, ch_mult=[1, 2, 4], num_res_blocks=2, attn_resolutions=[]))}

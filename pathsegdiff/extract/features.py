@@ -136,7 +136,10 @@ class FeatureExtractor:
     in a batch of 7 and alone differed by ~2e-5 (tiny model, fp32); one tile
     at a time always takes the same path, so features are bit-identical
     whatever the batch size, at the same speed (measured 0.102 s/tile both
-    ways, tiny model, 256 px, 2 timesteps, one thread).
+    ways, tiny model, 256 px, 2 timesteps, one thread, on a 2-core machine
+    shared with other jobs).  With oneDNN disabled, batches were also
+    bit-identical but 1.5x slower (0.154 s/tile).  On a GPU the batch runs
+    as one forward; bit-identity across batch sizes there is not promised.
     """
 
     def __init__(self, ldm: LDM, cfg: FeatureConfig, per_tile: bool | None = None):

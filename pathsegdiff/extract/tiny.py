@@ -1,4 +1,4 @@
-"""The built-in ``tiny`` model: untrained, seeded, same shape family as the reference.
+"""Seeded, untrained models: the built-in ``tiny`` one and a reference-size stand-in.
 
 Like the reference (DESIGN.md 3) it has a VQ-f4 first stage (3 latent
 channels), a 4-level cross-attention UNet with attention at all but the
@@ -22,6 +22,7 @@ import torch
 from diffusers import UNet2DConditionModel, VQModel
 from torch import nn
 
+from pathsegdiff.extract.compvis_config import REFERENCE_FIRST_STAGE, REFERENCE_UNET, first_stage_config, unet_config
 from pathsegdiff.extract.ldm import LDM, SSLProjection, config_sha256, scaled_linear_alphas_cumprod, state_dict_sha256
 
 TINY_MODEL_ID = "tiny-v1"  # bump when the config or the weight recipe changes
@@ -79,28 +80,44 @@ def _seed_module(prefix: str, module: nn.Module) -> None:
                 _seeded_(f"{prefix}.{name}", tensor.data)
 
 
-def build_tiny() -> LDM:
-    """The seeded tiny LDM on the CPU in float32."""
-    unet = UNet2DConditionModel(**UNET_CONFIG)
-    vq = VQModel(**VQ_CONFIG)
-    cond = SSLProjection(SSL_DIM, CONTEXT_DIM, region_dim=768, normalize=True)
+def _seeded_ldm(model_id: str, unet_cfg: dict, vq_cfg: dict, context_dim: int, device: str = "cpu") -> LDM:
+    with torch.device(device):
+        unet = UNet2DConditionModel(**unet_cfg)
+        vq = VQModel(**vq_cfg)
+        cond = SSLProjection(SSL_DIM, context_dim, region_dim=768, normalize=True)
     for prefix, module in (("unet", unet), ("vq", vq), ("cond", cond)):
         _seed_module(prefix, module)
     return LDM(
-        model_id=TINY_MODEL_ID,
+        model_id=model_id,
         weights_sha256=state_dict_sha256(unet, vq, cond),
-        config_sha256=config_sha256({"unet": UNET_CONFIG, "vq": VQ_CONFIG, "ssl_dim": SSL_DIM, "seed": TINY_SEED}),
+        config_sha256=config_sha256({"unet": unet_cfg, "vq": vq_cfg, "ssl_dim": SSL_DIM, "seed": TINY_SEED}),
         unet=unet,
         first_stage=lambda rgb: vq.encode(rgb).latents,  # pre-quantisation output, as the reference
         first_stage_module=vq,
         scale_factor=1.0,
         alphas_cumprod=scaled_linear_alphas_cumprod(BETA_START, BETA_END),
         latent_channels=3,
-        downsample=4,
+        downsample=2 ** (len(vq_cfg["block_out_channels"]) - 1),
         context_tokens=cond.tokens,
-        context_dim=CONTEXT_DIM,
+        context_dim=context_dim,
         ssl_dim=SSL_DIM,
         cond=cond,
         untrained=True,
-        notes=("tiny: untrained seeded weights; features test the pipeline, not the biology",),
+        notes=(f"{model_id}: untrained seeded weights; features test the pipeline, not the biology",),
     )
+
+
+def build_tiny() -> LDM:
+    """The seeded tiny LDM on the CPU in float32."""
+    return _seeded_ldm(TINY_MODEL_ID, UNET_CONFIG, VQ_CONFIG, CONTEXT_DIM)
+
+
+def build_reference_size(device: str = "cpu") -> LDM:
+    """Random weights in the reference model's exact shapes (about 400 M UNet parameters).
+
+    For benchmarks and memory checks; built directly on ``device``.  The
+    seeding loop fills each tensor on the CPU, so building takes seconds.
+    """
+    _, vq_cfg = first_stage_config(REFERENCE_FIRST_STAGE)
+    return _seeded_ldm("reference-size-random-v1", unet_config(REFERENCE_UNET), vq_cfg,
+                       REFERENCE_UNET["context_dim"], device)

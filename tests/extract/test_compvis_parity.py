@@ -257,3 +257,37 @@ def test_bad_log_dirs(tmp_path, reference_dir):
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes((root / "checkpoints" / "last.ckpt").read_bytes())
     with pytest.raises(ModelLoadError, match="last.ckpt: (the )?UNet weights do not match"):
         load_model(str(tmp_path))
+
+
+def test_reference_config_gives_the_documented_inventory():
+    """The BRCA-20x unet_config -> diffusers config: parameter count and block shapes of DESIGN.md 3."""
+    from types import SimpleNamespace
+
+    from pathsegdiff.extract.compvis_config import REFERENCE_UNET
+    from pathsegdiff.extract.features import FeatureConfig, available_blocks, block_shapes
+
+    config = unet_config(REFERENCE_UNET)
+    assert config["attention_head_dim"] == [1, 1, 1, 1]
+    assert config["down_block_types"] == ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * 3
+    with torch.device("meta"):  # shapes only: no memory, no time
+        unet = UNet2DConditionModel(**config)
+    n_params = sum(p.numel() for p in unet.parameters())
+    assert 350e6 < n_params < 450e6
+    ldm = SimpleNamespace(unet=unet, downsample=4, model_id="reference")
+    shapes = block_shapes(ldm, FeatureConfig(blocks=tuple(available_blocks(ldm))), 256)
+    assert shapes == {"mid": (960, 8, 8), "up0.pre": (960, 8, 8), "up0": (960, 16, 16), "up1.pre": (576, 16, 16),
+                      "up1": (576, 32, 32), "up2.pre": (384, 32, 32), "up2": (384, 64, 64), "up3": (192, 64, 64)}
+
+
+def test_safetensors_checkpoint(tmp_path, reference_dir):
+    from safetensors.torch import save_file
+
+    root, unet, _, _ = reference_dir
+    sd = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "checkpoints").mkdir()
+    for yaml_file in (root / "configs").iterdir():
+        (tmp_path / "configs" / yaml_file.name).write_bytes(yaml_file.read_bytes())
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "checkpoints" / "model.safetensors")
+    ldm = load_model(str(tmp_path))
+    assert ldm.weights_sha256 == load_model(str(root)).weights_sha256  # identity follows weights, not file format
