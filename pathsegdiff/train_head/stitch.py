@@ -4,7 +4,8 @@ Tiles arrive in raster order (sorted by y, then x).  Each tile's logits are
 weighted by a window (centre-weighted Gaussian, flat mean, or none = the last
 tile wins) and accumulated into a buffer that holds only the rows still
 reachable by a later tile; rows above the current tile's top edge are final
-and are handed out as fused-logit strips (C, rows, width).  Memory is about
+and are handed out as fused-logit strips (C, rows, width), NaN where no
+tile covered a pixel (a slide's background without tissue).  Memory is about
 ``tile x width x classes`` floats, whatever the image height.
 """
 
@@ -108,9 +109,8 @@ class LogitFuser:
         n = min(row, self.top + self.norm.shape[0]) - self.top
         if n <= 0:
             return
-        fused = self.sum[:, :n] / np.maximum(self.norm[:n], 1e-12)
-        if (self.norm[:n] == 0).any():
-            raise ConfigError(f"rows {self.top}..{self.top + n} have pixels no tile covered")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fused = self.sum[:, :n] / self.norm[:n]  # NaN where no tile covered a pixel
         yield self.top, fused
         self.sum, self.norm = self.sum[:, n:], self.norm[n:]
         self.top += n

@@ -1,0 +1,116 @@
+"""What ``predict`` reads: an ordinary image, or a whole slide at an analysis resolution.
+
+Both give tiles in raster order as ``(y, x, rgb (3, S, S) uint8)`` in the
+analysis frame (the image's own pixels; for a slide, pixels at ``target_mpp``)
+and a small RGB thumbnail for the overlay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pathsegdiff.errors import InputError
+from pathsegdiff.extract.images import read_rgb
+from pathsegdiff.train_head.stitch import StitchConfig, tile_grid
+
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".svslide")
+THUMB_MAX_SIDE = 2048
+
+
+def is_slide(path: Path) -> bool:
+    """Slide formats by suffix; a .tif/.tiff counts as a slide when it is pyramidal."""
+    suffix = path.suffix.lower()
+    if suffix in SLIDE_SUFFIXES:
+        return True
+    if suffix in (".tif", ".tiff"):
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                return len(tf.series[0].levels) > 1
+        except Exception:
+            return False
+    return False
+
+
+@dataclass
+class ImageInput:
+    """A whole RGB image held in memory (Pillow's size guard bounds it)."""
+
+    path: Path
+    tile: int
+
+    def __post_init__(self) -> None:
+        rgb = read_rgb(self.path)  # (H, W, 3); raises InputError naming the file
+        self.rgb = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        _, self.height, self.width = self.rgb.shape
+        self.mpp = float("nan")
+        self.native_per_analysis = 1.0
+
+    def tiles(self, cfg: StitchConfig) -> Iterator[tuple[int, int, np.ndarray]]:
+        for y, x in tile_grid(self.height, self.width, cfg):
+            t = self.rgb[:, y : y + self.tile, x : x + self.tile]
+            if t.shape[1:] != (self.tile, self.tile):  # image smaller than one tile: pad with glass
+                pad = np.full((3, self.tile, self.tile), 240, np.uint8)
+                pad[:, : t.shape[1], : t.shape[2]] = t
+                t = pad
+            yield y, x, t
+
+    def n_tiles(self, cfg: StitchConfig) -> int:
+        return len(tile_grid(self.height, self.width, cfg))
+
+    def thumbnail(self, max_side: int = THUMB_MAX_SIDE) -> np.ndarray:
+        im = Image.fromarray(self.rgb.transpose(1, 2, 0))
+        im.thumbnail((max_side, max_side))
+        return np.asarray(im)
+
+
+class SlideInput:
+    """A whole slide through the WSI source: tissue tiles only, at ``target_mpp``."""
+
+    def __init__(self, path: Path, tile: int, cfg: StitchConfig, target_mpp: float, min_tissue: float):
+        from pathsegdiff.extract.wsi import SlideSource
+
+        self.path, self.tile = path, tile
+        self.source = SlideSource(path, tile_size=tile, stride=cfg.stride, target_mpp=target_mpp,
+                                  min_tissue=min_tissue)
+        self.mpp = self.source.tile_mpp
+        self.native_per_analysis = self.source.tile_mpp / self.source.native_mpp
+        w0, h0 = self.source._open().dimensions
+        self.height, self.width = int(h0 / self.native_per_analysis), int(w0 / self.native_per_analysis)
+
+    def analysis_xy(self, x0: int, y0: int) -> tuple[int, int]:
+        return (min(round(y0 / self.native_per_analysis), self.height - self.tile),
+                min(round(x0 / self.native_per_analysis), self.width - self.tile))
+
+    def tiles(self, cfg: StitchConfig) -> Iterator[tuple[int, int, np.ndarray]]:
+        order = sorted(range(len(self.source.records)), key=lambda i: (self.source.records[i].y, self.source.records[i].x))
+        for i in order:
+            r = self.source.records[i]
+            y, x = self.analysis_xy(r.x, r.y)
+            yield y, x, self.source.load(i).rgb
+
+    def n_tiles(self, cfg: StitchConfig) -> int:
+        return len(self.source.records)
+
+    def thumbnail(self, max_side: int = THUMB_MAX_SIDE) -> np.ndarray:
+        slide = self.source._open()
+        scale = min(1.0, max_side / max(self.width, self.height))
+        size = (max(1, round(self.width * scale)), max(1, round(self.height * scale)))
+        return np.asarray(slide.get_thumbnail(size).convert("RGB").resize(size))
+
+
+def open_input(path: str | Path, tile: int, cfg: StitchConfig, target_mpp: float, min_tissue: float):
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory; predict takes one image or one slide file")
+    if is_slide(p):
+        return SlideInput(p, tile, cfg, target_mpp, min_tissue)
+    return ImageInput(p, tile)

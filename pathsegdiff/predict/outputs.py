@@ -1,0 +1,122 @@
+"""What ``predict`` writes: the class mask, a colour overlay, and GeoJSON polygons for QuPath.
+
+The mask is filled strip by strip into a disk-backed array (``np.memmap``), so
+a slide whose mask would not fit in memory is written in bounded memory; the
+pyramidal TIFF is then written tile by tile from it.  Pixels no tile covered
+(slide background without tissue) hold ``UNANALYSED``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+UNANALYSED = 255
+TIFF_TILE = 256
+PALETTE = np.array(
+    [[31, 119, 180], [214, 39, 40], [44, 160, 44], [255, 127, 14], [148, 103, 189], [140, 86, 75],
+     [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], np.uint8)
+
+
+def colour(k: int) -> list[int]:
+    return PALETTE[k % len(PALETTE)].tolist()
+
+
+class MaskCanvas:
+    """(H, W) uint8 class ids, disk-backed under ``workdir``."""
+
+    def __init__(self, height: int, width: int, workdir: Path):
+        self.path = workdir / "mask.u8"
+        self.mask = np.memmap(self.path, dtype=np.uint8, mode="w+", shape=(height, width))
+        self.mask[:] = UNANALYSED
+
+    def put_strip(self, y0: int, logits: np.ndarray) -> None:
+        """Fused logits (K, rows, W) -> class ids; NaN (no tile covered it) -> UNANALYSED."""
+        ids = np.nan_to_num(logits, nan=-np.inf).argmax(0).astype(np.uint8)
+        ids[np.isnan(logits[0])] = UNANALYSED
+        self.mask[y0 : y0 + ids.shape[0]] = ids
+
+    def downsampled(self, max_side: int) -> tuple[np.ndarray, int]:
+        """Nearest-neighbour view no larger than ``max_side`` (copied), and its step."""
+        step = max(1, -(-max(self.mask.shape) // max_side))
+        return np.ascontiguousarray(self.mask[::step, ::step]), step
+
+    def close(self) -> None:
+        self.mask.flush()
+        del self.mask
+        self.path.unlink(missing_ok=True)
+
+
+def write_png(mask: np.ndarray, path: Path) -> None:
+    Image.fromarray(np.asarray(mask)).save(path)
+
+
+def write_pyramid_tiff(mask: np.memmap, path: Path, mpp: float, levels: int | None = None) -> None:
+    """Tiled, pyramidal (SubIFD) TIFF of class ids, written tile by tile from the memmap."""
+    import tifffile
+
+    h, w = mask.shape
+    if levels is None:
+        levels = max(1, int(np.log2(max(h, w) / 1024)) + 1)
+
+    def tiles(step: int):
+        sub = mask[::step, ::step]
+        for y in range(0, sub.shape[0], TIFF_TILE):
+            for x in range(0, sub.shape[1], TIFF_TILE):
+                t = np.full((TIFF_TILE, TIFF_TILE), UNANALYSED, np.uint8)
+                block = sub[y : y + TIFF_TILE, x : x + TIFF_TILE]
+                t[: block.shape[0], : block.shape[1]] = block
+                yield t
+
+    res = (1e4 / mpp, 1e4 / mpp) if mpp == mpp else None  # pixels per cm
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for k in range(levels):
+            step = 2**k
+            shape = (-(-h // step), -(-w // step))
+            kw = {"subifds": levels - 1} if k == 0 else {"subfiletype": 1}
+            tif.write(tiles(step), shape=shape, dtype=np.uint8, tile=(TIFF_TILE, TIFF_TILE),
+                      compression="zlib", resolution=res and (res[0] / step, res[1] / step),
+                      resolutionunit="CENTIMETER" if res else None, **kw)
+
+
+def overlay(thumb: np.ndarray, mask_small: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend class colours over the RGB thumbnail; unanalysed pixels stay as they are."""
+    m = np.asarray(Image.fromarray(mask_small).resize((thumb.shape[1], thumb.shape[0]), Image.Resampling.NEAREST))
+    colours = np.concatenate([PALETTE, np.zeros((256 - len(PALETTE), 3), np.uint8)])[m % len(PALETTE)]
+    out = thumb.astype(np.float32)
+    hit = m != UNANALYSED
+    out[hit] = (1 - alpha) * out[hit] + alpha * colours[hit]
+    return out.astype(np.uint8)
+
+
+def write_geojson(mask_small: np.ndarray, step: float, class_names: tuple[str, ...], path: Path,
+                  min_area_px: int = 16) -> int:
+    """One GeoJSON Feature per connected region of each class, in full-resolution pixel coordinates.
+
+    QuPath imports it (File > Import objects) as annotations classified by
+    ``classification.name``.  Returns the number of features.
+    """
+    from rasterio import features as rf
+    from rasterio.transform import Affine
+
+    transform = Affine.scale(step, step)
+    out = []
+    valid = mask_small != UNANALYSED
+    for geom, value in rf.shapes(mask_small, mask=valid, connectivity=8, transform=transform):
+        k = int(value)
+        ring = np.asarray(geom["coordinates"][0])
+        area = 0.5 * abs(np.dot(ring[:-1, 0], ring[1:, 1]) - np.dot(ring[1:, 0], ring[:-1, 1]))
+        if area < min_area_px * step * step:
+            continue
+        name = class_names[k] if k < len(class_names) else f"class{k}"
+        out.append({
+            "type": "Feature",
+            "geometry": geom,
+            "properties": {"objectType": "annotation", "class_id": k, "class_name": name,
+                           "classification": {"name": name, "color": colour(k)}},
+        })
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": out}))
+    return len(out)

@@ -1,0 +1,163 @@
+"""``pathsegdiff predict``: a trained head applied to a whole image or slide, tiles fused into one map.
+
+Features come from the diffusion model on the fly (the same model, seed,
+draws and conditioning the head's store was made with: checked against the
+head's recorded store identity) or from an existing store of the same slide
+(``--store``).  Tile logits are fused with a centre-weighted window
+(:mod:`pathsegdiff.train_head.stitch`) strip by strip into a disk-backed mask.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from pathsegdiff.errors import ConfigError, IdentityMismatchError, StoreExistsError
+from pathsegdiff.predict.inputs import ImageInput, SlideInput, open_input
+from pathsegdiff.predict.outputs import MaskCanvas, overlay, write_geojson, write_png, write_pyramid_tiff
+from pathsegdiff.train_head.checkpoint import load_head
+from pathsegdiff.train_head.stitch import LogitFuser, StitchConfig
+
+GEOJSON_MAX_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    model: str = "tiny"
+    conditioning: str = "null"
+    overlap: int = 64
+    window: str = "gaussian"
+    batch_size: int = 8
+    device: str = "cpu"
+    target_mpp: float = 0.5
+    min_tissue: float = 0.05
+    store: str | None = None
+
+
+def _check_model_matches(meta, ldm, cond_name: str) -> None:
+    want = meta.store_identity_fields
+    have = {"model_id": ldm.model_id, "weights_sha256": ldm.weights_sha256, "conditioning": cond_name}
+    diff = {k: (want.get(k), v) for k, v in have.items() if want.get(k) != v}
+    if diff:
+        raise IdentityMismatchError(f"head trained on store {meta.store_identity}", diff)
+
+
+def _extracted_tiles(source, cfg: PredictConfig, meta, stitch: StitchConfig) -> Iterator[tuple[int, int, dict]]:
+    """(y, x, features) per tile, running the model in batches."""
+    from pathsegdiff.extract.conditioning import make_conditioner
+    from pathsegdiff.extract.features import FeatureConfig, FeatureExtractor
+    from pathsegdiff.extract.models import load_model
+
+    ldm = load_model(cfg.model, device=cfg.device)
+    cond = make_conditioner(cfg.conditioning, ldm, device=cfg.device)
+    _check_model_matches(meta, ldm, cond.name)
+    ident = meta.store_identity_fields
+    fcfg = FeatureConfig(blocks=meta.blocks, timesteps=meta.timesteps, draws=int(ident.get("draws", 1)),
+                         seed=int(ident.get("noise_seed", 0)))
+    extractor = FeatureExtractor(ldm, fcfg)
+    batch: list[tuple[int, int, np.ndarray]] = []
+
+    def run(items):
+        rgb = torch.from_numpy(np.stack([t for _, _, t in items]))
+        ids = [f"predict_{x}_{y}" for y, x, _ in items]
+        ssl = cond.embed(rgb, ids)
+        feats, _ = extractor(rgb, ids, ssl)
+        # Round through the store dtype so the head sees what it was trained on.
+        feats = {t: {b: v.to(torch.float16).float().cpu() for b, v in d.items()} for t, d in feats.items()}
+        for k, (y, x, _) in enumerate(items):
+            yield y, x, {t: {b: v[k : k + 1] for b, v in d.items()} for t, d in feats.items()}
+
+    for item in source.tiles(stitch):
+        batch.append(item)
+        if len(batch) == cfg.batch_size:
+            yield from run(batch)
+            batch = []
+    if batch:
+        yield from run(batch)
+
+
+def _stored_tiles(source, cfg: PredictConfig, meta) -> Iterator[tuple[int, int, dict]]:
+    """(y, x, features) from a store holding this slide's tiles (matched by slide id)."""
+    from pathsegdiff.store import open_store
+    from pathsegdiff.train_head.checkpoint import check_store_matches
+
+    fs = open_store(cfg.store)
+    check_store_matches(meta, fs, need_labels=False)
+    table = fs.table()
+    stem = Path(source.path).stem
+    idx = [i for i in fs.written() if str(table["slide_id"][i]) == stem]
+    if not idx:
+        raise ConfigError(f"{cfg.store}: no written tiles of slide {stem!r}")
+    per = getattr(source, "native_per_analysis", 1.0)
+    pos = sorted((round(int(table["y"][i]) / per), round(int(table["x"][i]) / per), i) for i in idx)
+    for y, x, i in pos:
+        tile = fs.read_tile(i, blocks=meta.blocks, timesteps=meta.timesteps, extras=False)
+        feats = {t: {b: torch.from_numpy(v[None].astype(np.float32)) for b, v in d.items()}
+                 for t, d in tile.features.items()}
+        yield min(y, source.height - fs.schema.tile_size), min(x, source.width - fs.schema.tile_size), feats
+
+
+def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, cfg: PredictConfig = PredictConfig(),
+            overwrite: bool = False) -> dict:
+    """Predict a class map for one image or slide; returns a summary (also written to OUT/prediction.json)."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise StoreExistsError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    head, meta = load_head(head_run, device=cfg.device)
+    tile = int(meta.store_identity_fields.get("tile_size", 256))
+    stitch = StitchConfig(tile=tile, overlap=cfg.overlap, window=cfg.window)
+    source = open_input(input_path, tile, stitch, cfg.target_mpp, cfg.min_tissue)
+    tiles = _stored_tiles(source, cfg, meta) if cfg.store else _extracted_tiles(source, cfg, meta, stitch)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    canvas = MaskCanvas(source.height, source.width, out)
+    fuser = LogitFuser(source.height, source.width, len(meta.class_names), stitch)
+    n = 0
+    try:
+        with torch.no_grad(), tqdm(total=source.n_tiles(stitch), desc="predict", unit="tile") as bar:
+            for y, x, feats in tiles:
+                logits = head(feats)[0].float().cpu().numpy()  # (K, S, S)
+                for y0, strip in fuser.add(y, x, logits):
+                    canvas.put_strip(y0, strip)
+                n += 1
+                bar.update()
+        for y0, strip in fuser.finish():
+            canvas.put_strip(y0, strip)
+        slide = isinstance(source, SlideInput)
+        mask_path = out / ("mask.tif" if slide else "mask.png")
+        if slide:
+            write_pyramid_tiff(canvas.mask, mask_path, source.mpp)
+        else:
+            write_png(canvas.mask, mask_path)
+        small, step = canvas.downsampled(GEOJSON_MAX_SIDE)
+        n_regions = write_geojson(small, step, meta.class_names, out / "regions.geojson")
+        thumb = source.thumbnail()
+        Image.fromarray(overlay(thumb, small)).save(out / "overlay.png")
+        counts = np.bincount(small.ravel(), minlength=256)
+    finally:
+        canvas.close()
+    summary = {
+        "input": str(input_path), "kind": "slide" if slide else "image", "head": str(head_run),
+        "size": [source.height, source.width], "mpp": source.mpp if source.mpp == source.mpp else None,
+        "tiles": n, "regions": n_regions, "config": asdict(cfg), "stitch": stitch.to_dict(),
+        "class_fractions": {name: float(counts[k] / max(1, counts[: len(meta.class_names)].sum()))
+                            for k, name in enumerate(meta.class_names)},
+        "outputs": {"mask": mask_path.name, "overlay": "overlay.png", "geojson": "regions.geojson"},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / "prediction.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+__all__ = ["ImageInput", "PredictConfig", "SlideInput", "predict"]
