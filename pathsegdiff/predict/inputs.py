@@ -1,6 +1,6 @@
 """What ``predict`` reads: an ordinary image, or a whole slide at an analysis resolution.
 
-Both give tiles in raster order as ``(y, x, rgb (3, S, S) uint8)`` in the
+Both give tiles in raster order as ``(y, x, rgb (3, S, S) uint8, tile_id)`` in the
 analysis frame (the image's own pixels; for a slide, pixels at ``target_mpp``)
 and a small RGB thumbnail for the overlay.
 """
@@ -52,14 +52,14 @@ class ImageInput:
         self.mpp = float("nan")
         self.native_per_analysis = 1.0
 
-    def tiles(self, cfg: StitchConfig) -> Iterator[tuple[int, int, np.ndarray]]:
+    def tiles(self, cfg: StitchConfig) -> Iterator[tuple[int, int, np.ndarray, str]]:
         for y, x in tile_grid(self.height, self.width, cfg):
             t = self.rgb[:, y : y + self.tile, x : x + self.tile]
             if t.shape[1:] != (self.tile, self.tile):  # image smaller than one tile: pad with glass
                 pad = np.full((3, self.tile, self.tile), 240, np.uint8)
                 pad[:, : t.shape[1], : t.shape[2]] = t
                 t = pad
-            yield y, x, t
+            yield y, x, t, f"{self.path.stem}_{x}_{y}"  # the image source's tile ids: same noise
 
     def n_tiles(self, cfg: StitchConfig) -> int:
         return len(tile_grid(self.height, self.width, cfg))
@@ -88,12 +88,12 @@ class SlideInput:
         return (min(round(y0 / self.native_per_analysis), self.height - self.tile),
                 min(round(x0 / self.native_per_analysis), self.width - self.tile))
 
-    def tiles(self, cfg: StitchConfig) -> Iterator[tuple[int, int, np.ndarray]]:
+    def tiles(self, cfg: StitchConfig) -> Iterator[tuple[int, int, np.ndarray, str]]:
         order = sorted(range(len(self.source.records)), key=lambda i: (self.source.records[i].y, self.source.records[i].x))
         for i in order:
             r = self.source.records[i]
             y, x = self.analysis_xy(r.x, r.y)
-            yield y, x, self.source.load(i).rgb
+            yield y, x, self.source.load(i).rgb, r.tile_id
 
     def n_tiles(self, cfg: StitchConfig) -> int:
         return len(self.source.records)

@@ -64,16 +64,17 @@ def _extracted_tiles(source, cfg: PredictConfig, meta, stitch: StitchConfig) -> 
     fcfg = FeatureConfig(blocks=meta.blocks, timesteps=meta.timesteps, draws=int(ident.get("draws", 1)),
                          seed=int(ident.get("noise_seed", 0)))
     extractor = FeatureExtractor(ldm, fcfg)
-    batch: list[tuple[int, int, np.ndarray]] = []
+    batch: list[tuple[int, int, np.ndarray, str]] = []
 
     def run(items):
-        rgb = torch.from_numpy(np.stack([t for _, _, t in items]))
-        ids = [f"predict_{x}_{y}" for y, x, _ in items]
+        # Tile ids as the extraction sources name them, so the noise matches a store of the same tiles.
+        rgb = torch.from_numpy(np.stack([t for _, _, t, _ in items]))
+        ids = [tile_id for _, _, _, tile_id in items]
         ssl = cond.embed(rgb, ids)
         feats, _ = extractor(rgb, ids, ssl)
         # Round through the store dtype so the head sees what it was trained on.
         feats = {t: {b: v.to(torch.float16).float().cpu() for b, v in d.items()} for t, d in feats.items()}
-        for k, (y, x, _) in enumerate(items):
+        for k, (y, x, _, _) in enumerate(items):
             yield y, x, {t: {b: v[k : k + 1] for b, v in d.items()} for t, d in feats.items()}
 
     for item in source.tiles(stitch):
