@@ -94,6 +94,7 @@ def store_info_cmd(
 def store_verify_cmd(
     store: StoreArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    manifest: Annotated[bool, typer.Option("--manifest", help="Also check every object against MANIFEST.sha256.")] = False,
 ) -> None:
     """Read every written tile: checksums, missing chunks, shapes, NaN/inf. Exit 0 only if all is well."""
     import json
@@ -104,6 +105,10 @@ def store_verify_cmd(
 
     with tqdm(desc="verify", unit="tile-array", disable=as_json, leave=False) as bar:
         report = verify_store(store, progress=bar.update)
+    if manifest:
+        from pathsegdiff.store.copy import check_manifest
+
+        report.store_problems.extend(check_manifest(store))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -131,6 +136,23 @@ def store_pack_cmd(
     with tqdm(desc="pack", unit="B", unit_scale=True, leave=False) as bar:
         path = pack_store(store, out, overwrite=overwrite, progress=bar.update)
     typer.echo(f"packed {store} -> {path}")
+
+
+@store_app.command("copy")
+@guarded
+def store_copy_cmd(
+    src: StoreArg,
+    dst: Annotated[str, typer.Argument(help="Destination: a directory, a .zip, or a URL (s3://...).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DST if it exists.")] = False,
+) -> None:
+    """Copy a store byte for byte (dir, zip, s3), write MANIFEST.sha256, and verify the copy."""
+    from tqdm import tqdm
+
+    from pathsegdiff.store.copy import copy_store
+
+    with tqdm(desc="copy", unit="B", unit_scale=True, leave=False) as bar:
+        n = copy_store(src, dst, overwrite=overwrite, progress=bar.update)
+    typer.echo(f"copied {n / 2**20:,.1f} MiB {src} -> {dst}; manifest and verify ok")
 
 
 @store_app.command("ls")
@@ -228,6 +250,33 @@ def _result_line(where: str, r: dict) -> str:
 
 
 # --- predict / demo / doctor -------------------------------------------------
+@app.command("predict")
+@guarded
+def predict_cmd(
+    input: Annotated[str, typer.Argument(help="An image (PNG/JPEG/TIFF) or a whole slide (.svs, .ndpi, pyramidal .tif).")],
+    head: Annotated[str, typer.Option("--head", help="Run directory of a trained head ('pathsegdiff train -o RUN').")],
+    out: Annotated[str, typer.Option("-o", "--out", help="Output directory: mask, overlay.png, regions.geojson.")],
+    model: Annotated[str, typer.Option("--model", help="'tiny' or a model directory; must be the head's store's model.")] = "tiny",
+    store: Annotated[str | None, typer.Option("--store", help="Read features from this store instead of running the model.")] = None,
+    conditioning: Annotated[str, typer.Option(help="null | hipt:PATH | precomputed:PATH, as at extraction.")] = "null",
+    overlap: Annotated[int, typer.Option(help="Pixels of overlap between neighbouring tiles.")] = 64,
+    window: Annotated[str, typer.Option(help="Tile fusion: gaussian (centre-weighted), mean, or none.")] = "gaussian",
+    batch_size: Annotated[int, typer.Option(help="Tiles per model batch.")] = 8,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    mpp: Annotated[float, typer.Option(help="Analysis resolution for slides, um/px.")] = 0.5,
+    min_tissue: Annotated[float, typer.Option(help="Slides: skip tiles with less tissue than this fraction.")] = 0.05,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Segment an image or a whole slide with a trained head; tiles fused with a centre-weighted window."""
+    from pathsegdiff.predict.run import PredictConfig, predict
+
+    cfg = PredictConfig(model=model, conditioning=conditioning, overlap=overlap, window=window,
+                        batch_size=batch_size, device=device, target_mpp=mpp, min_tissue=min_tissue, store=store)
+    summary = predict(input, head, out, cfg, overwrite=overwrite)
+    typer.echo(f"{summary['tiles']} tiles, {summary['regions']} regions in {summary['seconds']} s -> {out}/ "
+               f"({summary['outputs']['mask']}, overlay.png, regions.geojson, prediction.json)")
+
+
 @app.command("doctor")
 @guarded
 def doctor_cmd(
