@@ -170,3 +170,15 @@ def test_trains_with_diffusers_and_extract_unimportable(learnable_store, tmp_pat
                          cwd=Path(__file__).parent)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "miou" in out.stdout
+
+
+def test_object_metrics_reported_when_the_store_has_instances(tmp_path):
+    from synthetic_store import build_store
+
+    where = build_store(tmp_path / "glas", n_tiles=16, splits=(8, 4, 4), instances=True)
+    r = fit(where, tmp_path / "run", head="linear", epochs=2)
+    objects = r["objects"]
+    assert set(objects) == {"object_f1", "object_dice", "object_hausdorff"}
+    assert 0 <= objects["object_f1"] <= 1 and objects["object_hausdorff"] >= 0
+    assert r["per_run"][0]["objects"]["n_images"] == 4
+    assert "object_f1" in (tmp_path / "run" / "summary.md").read_text()
