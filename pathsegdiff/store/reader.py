@@ -217,6 +217,11 @@ class FeatureStore:
             raise SchemaError(f"{self.location}: this store holds no labels")
         return self._read(S.LABELS, idx)
 
+    def read_instances(self, idx: Any) -> np.ndarray:
+        if not self.schema.store_instances:
+            raise SchemaError(f"{self.location}: this store holds no instance ids")
+        return self._read(S.INSTANCES, idx)
+
     def read_rgb(self, idx: Any) -> np.ndarray:
         if not self.schema.store_rgb:
             raise SchemaError(f"{self.location}: this store holds no RGB tiles")

@@ -19,7 +19,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pathsegdiff.store import FeatureStore, open_store
-from pathsegdiff.store.schema import INSTANCES
 
 
 def dihedral(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:
@@ -83,7 +82,7 @@ class TileDataset(Dataset):
         if self.with_rgb and s.schema.store_rgb:
             extras["rgb"] = s.read_rgb(i)
         if self.with_instances and s.schema.store_instances:
-            extras["instances"] = s._read(INSTANCES, i)  # the reader has no public accessor yet
+            extras["instances"] = s.read_instances(i)
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             rot, flip = int(rng.integers(4)), bool(rng.integers(2))
