@@ -1,0 +1,176 @@
+"""Turn a SOURCE argument into a tile source: image folders, BCSS, GlaS, slides.
+
+- Image folder: ``ROOT/images/*`` with optional ``ROOT/masks/*`` matched by
+  file stem, or a flat folder of images, or one image file.  Class names come
+  from ``ROOT/classes.txt`` (or ``ROOT/classes``; one name per line, the line
+  number is the class id) or ``class_names``.  When ``masks/`` exists, every
+  image needs its mask.
+- BCSS (``dataset="bcss"``): ``ROOT/rgbs_colorNormalized`` (or ``images``)
+  and ``ROOT/masks``, files named like
+  ``TCGA-A1-A0SK-DX1_xmin45749_ymin25055_MPP-0.2500.png``.  The 22 codes are
+  mapped to tumor / stroma / inflammatory / necrosis / other; code 0 (outside
+  the ROI) becomes ignore.  Slides from institutions OL, LL, E2, EW, GM and S3
+  (TCGA barcode site code) form the test split.  Resampled to ``target_mpp``
+  (default 0.5) from the file name's MPP.
+- GlaS (``dataset="glas"``): ``train_N.bmp`` / ``train_N_anno.bmp``,
+  ``testA_N``, ``testB_N``; anywhere under ROOT.  Labels background / gland,
+  gland instance ids kept; ``testA``/``testB`` both go to split ``test`` and
+  stay apart through their slide id (the file stem).  Native resolution
+  (about 0.62 um/px) unless ``target_mpp`` is given.
+- A slide file (.svs, .ndpi, .tif, ...): see :mod:`pathsegdiff.extract.wsi`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pathsegdiff.errors import ConfigError, InputError
+from pathsegdiff.extract.images import IMAGE_EXTENSIONS
+from pathsegdiff.extract.sources import IGNORE, ImageEntry, ImageListSource, TileSource
+
+SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".mrxs", ".vms", ".bif", ".svslide", ".tif", ".tiff")
+DATASETS = ("folder", "bcss", "glas", "slide")
+
+BCSS_CLASSES = ("tumor", "stroma", "inflammatory", "necrosis", "other")
+BCSS_TEST_SITES = ("OL", "LL", "E2", "EW", "GM", "S3")
+_BCSS_GROUPS = {1: 0, 19: 0, 20: 0, 2: 1, 3: 2, 10: 2, 11: 2, 4: 3}  # everything else 1..21 -> other
+BCSS_CODE_MAP = (IGNORE, *(_BCSS_GROUPS.get(c, 4) for c in range(1, 22)))  # 0 = outside the ROI
+_BCSS_NAME = re.compile(r"^(TCGA-([A-Z0-9]{2})-[A-Z0-9]{4}-\w+?)_xmin(\d+)_ymin(\d+)_MPP-([0-9.]+)$")
+_GLAS_NAME = re.compile(r"^(train|testA|testB)_(\d+)$")
+GLAS_MPP = 0.62
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How to cut a SOURCE into tiles (saved in the store's provenance)."""
+
+    dataset: str = "auto"  # auto: slide file, image file or folder
+    tile_size: int = 256
+    stride: int | None = None
+    target_mpp: float | None = None  # None: native (slides: 0.5)
+    mpp: float | None = None  # declare the native resolution when files do not carry it
+    class_names: tuple[str, ...] | None = None
+    split: str = ""
+    min_tissue: float = 0.5  # slides: tissue fraction a tile needs
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names) if self.class_names else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SourceConfig:
+        d = dict(d)
+        if d.get("class_names") is not None:
+            d["class_names"] = tuple(d["class_names"])
+        return cls(**d)
+
+
+def open_source(path: str | Path, cfg: SourceConfig = SourceConfig()) -> TileSource:
+    """Build the tile source for ``path``; every input problem found here names its file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: source not found")
+    kind = cfg.dataset
+    if kind not in ("auto", *DATASETS):
+        raise ConfigError(f"unknown dataset {kind!r}; choose one of {', '.join(DATASETS)}")
+    if kind == "auto":
+        kind = "slide" if path.is_file() and path.suffix.lower() in SLIDE_EXTENSIONS else "folder"
+    if kind == "slide":
+        from pathsegdiff.extract.wsi import SlideSource
+
+        return SlideSource(path, tile_size=cfg.tile_size, stride=cfg.stride, target_mpp=cfg.target_mpp or 0.5,
+                           mpp=cfg.mpp, min_tissue=cfg.min_tissue, split=cfg.split)
+    if kind == "bcss":
+        return bcss(path, cfg)
+    if kind == "glas":
+        return glas(path, cfg)
+    return image_folder(path, cfg)
+
+
+def _images_in(folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+            if p.stem in out:
+                raise InputError(f"{p}: two images share the stem {p.stem!r} ({out[p.stem].name})")
+            out[p.stem] = p
+    return out
+
+
+def read_class_names(root: Path) -> tuple[str, ...] | None:
+    for name in ("classes.txt", "classes"):
+        f = root / name
+        if f.is_file():
+            names = tuple(line.strip() for line in f.read_text().splitlines() if line.strip())
+            if not names:
+                raise InputError(f"{f}: empty classes file")
+            return names
+    return None
+
+
+def image_folder(root: Path, cfg: SourceConfig) -> ImageListSource:
+    if root.is_file():
+        if root.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(f"{root}: not an image or slide file ({', '.join(IMAGE_EXTENSIONS)})")
+        images, masks, base = {root.stem: root}, None, root.parent
+    else:
+        base = root
+        img_dir = root / "images" if (root / "images").is_dir() else root
+        images = _images_in(img_dir)
+        masks = _images_in(root / "masks") if (root / "masks").is_dir() else None
+        if not images:
+            raise InputError(f"{img_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    entries = []
+    for stem, img in images.items():
+        mask = None
+        if masks is not None:
+            mask = masks.get(stem)
+            if mask is None:
+                raise InputError(f"{img}: no mask with stem {stem!r} in {root / 'masks'}")
+        entries.append(ImageEntry(img, mask, stem, cfg.split, cfg.mpp or float("nan")))
+    classes = cfg.class_names or (read_class_names(base) if masks is not None else None) or ()
+    return ImageListSource(entries, cfg.tile_size, cfg.stride, cfg.target_mpp, tuple(classes),
+                           kind="folder", root=str(root))
+
+
+def bcss(root: Path, cfg: SourceConfig) -> ImageListSource:
+    img_dir = next((root / d for d in ("rgbs_colorNormalized", "images") if (root / d).is_dir()), None)
+    if img_dir is None or not (root / "masks").is_dir():
+        raise InputError(f"{root}: a BCSS root holds rgbs_colorNormalized/ (or images/) and masks/")
+    masks = _images_in(root / "masks")
+    entries = []
+    for stem, img in _images_in(img_dir).items():
+        m = _BCSS_NAME.match(stem)
+        if not m:
+            raise InputError(f"{img}: not a BCSS file name (TCGA-XX-XXXX-DX1_xmin<N>_ymin<N>_MPP-<mpp>)")
+        if stem not in masks:
+            raise InputError(f"{img}: no mask with stem {stem!r} in {root / 'masks'}")
+        slide, site, x0, y0, mpp = m.group(1), m.group(2), int(m.group(3)), int(m.group(4)), float(m.group(5))
+        split = "test" if site in BCSS_TEST_SITES else "train"
+        entries.append(ImageEntry(img, masks[stem], slide, split, mpp, (x0, y0)))
+    if not entries:
+        raise InputError(f"{img_dir}: no images")
+    return ImageListSource(entries, cfg.tile_size, cfg.stride, cfg.target_mpp or 0.5, BCSS_CLASSES,
+                           code_map=BCSS_CODE_MAP, kind="bcss", root=str(root))
+
+
+def glas(root: Path, cfg: SourceConfig) -> ImageListSource:
+    files = {p.stem: p for p in sorted(root.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS}
+    entries = []
+    for stem, img in files.items():
+        m = _GLAS_NAME.match(stem)
+        if not m:
+            continue  # annotations and unrelated files
+        anno = files.get(f"{stem}_anno")
+        if anno is None:
+            raise InputError(f"{img}: no annotation {stem}_anno{img.suffix} beside it")
+        split = "train" if m.group(1) == "train" else "test"
+        entries.append(ImageEntry(img, anno, stem, split, cfg.mpp or GLAS_MPP))
+    if not entries:
+        raise InputError(f"{root}: no GlaS images (train_N.bmp, testA_N.bmp, testB_N.bmp)")
+    entries.sort(key=lambda e: (e.split != "train", e.slide_id.split("_")[0], int(e.slide_id.split("_")[1])))
+    return ImageListSource(entries, cfg.tile_size, cfg.stride, cfg.target_mpp, ("background", "gland"),
+                           instance_masks=True, kind="glas", root=str(root))
