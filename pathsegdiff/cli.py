@@ -180,6 +180,51 @@ def store_ls_cmd(
             break
 
 # --- extract -----------------------------------------------------------------
+@app.command("extract")
+@guarded
+def extract_cmd(
+    source: Annotated[str, typer.Argument(help="Image folder (images/ + masks/), dataset root (--dataset), image or slide file.")],
+    out: Annotated[str, typer.Option("-o", "--out", help="Store to create or resume (directory or s3:// URL).")],
+    model: Annotated[str, typer.Option(help="'tiny' (seeded, untrained: for tests and the demo) or a model directory.")] = "tiny",
+    dataset: Annotated[str, typer.Option(help="auto, folder, bcss, glas or slide.")] = "auto",
+    timesteps: Annotated[str, typer.Option(help="Comma-separated diffusion timesteps.")] = "50,150",
+    blocks: Annotated[str, typer.Option(help="Comma-separated UNet blocks (mid, up0.pre, up0, up1, ...).")] = "up1,up2",
+    draws: Annotated[int, typer.Option(help="Noise draws averaged per timestep.")] = 1,
+    seed: Annotated[int, typer.Option(help="Global noise seed (per-tile noise derives from it).")] = 0,
+    conditioning: Annotated[str, typer.Option(help="null | hipt:PATH (vit256_small_dino.pth) | precomputed:PATH.")] = "null",
+    batch_size: Annotated[int, typer.Option(help="Tiles per model batch.")] = 8,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Compute dtype: fp32, bf16 or fp16 (the store holds float16).")] = "fp32",
+    codec: Annotated[str, typer.Option(help="Feature codec: none, lz4, zstd, bitround7-zstd (lossy).")] = "none",
+    tile_size: Annotated[int, typer.Option(help="Tile size in pixels.")] = 256,
+    stride: Annotated[int | None, typer.Option(help="Tile stride in pixels (default: the tile size).")] = None,
+    mpp: Annotated[float | None, typer.Option(help="Target resolution in um/px (slides default to 0.5).")] = None,
+    min_tissue: Annotated[float, typer.Option(help="Slides: tissue fraction a tile needs.")] = 0.5,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class names when there is no classes.txt.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decode worker processes (default: 0 on 2 cores, else up to 4).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Extract at most this many tiles in this run.")] = None,
+    skip_errors: Annotated[bool, typer.Option("--skip-errors", help="Record unreadable tiles and go on.")] = False,
+    store_latent: Annotated[bool, typer.Option("--store-latent", help="Also store the VAE latent z0.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store instead of resuming it.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run the diffusion model once per tile and fill (or resume) a feature store."""
+    from pathsegdiff.extract.datasets import SourceConfig, open_source
+    from pathsegdiff.extract.features import FeatureConfig
+    from pathsegdiff.extract.job import ExtractConfig, run_extraction
+
+    src = open_source(source, SourceConfig(dataset=dataset, tile_size=tile_size, stride=stride, target_mpp=mpp,
+                                           class_names=split_list(classes), min_tissue=min_tissue))
+    feats = FeatureConfig(blocks=split_list(blocks), timesteps=split_list(timesteps, int), draws=draws, seed=seed)
+    cfg = ExtractConfig(model=model, conditioning=conditioning, features=feats, batch_size=batch_size,
+                        device=device, dtype=dtype, codec=codec, workers=workers, limit=limit,
+                        skip_errors=skip_errors, overwrite=overwrite, store_latent=store_latent)
+    summary = run_extraction(src, out, cfg, progress=not quiet, echo=typer.echo)
+    typer.echo(summary.line())
+    for tile_id, reason in list(summary.failed.items())[:20]:
+        typer.echo(f"  skipped {tile_id}: {reason}", err=True)
+
+
 
 # --- train / evaluate --------------------------------------------------------
 

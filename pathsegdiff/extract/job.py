@@ -55,7 +55,7 @@ class ExtractConfig:
     device: str = "cpu"
     dtype: str = "fp32"  # compute dtype; the store holds float16 whatever this is
     codec: str = DEFAULT_CODEC
-    workers: int = 2  # decode processes
+    workers: int | None = None  # decode processes; None: none on a 2-core machine, else up to 4
     limit: int | None = None  # at most this many tiles this run
     skip_errors: bool = False
     overwrite: bool = False
@@ -65,6 +65,8 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.workers is None:  # decoding in-process beats competing with the model for 2 cores
+            object.__setattr__(self, "workers", 0 if (os.cpu_count() or 1) <= 2 else min(4, os.cpu_count() // 2))
         if self.batch_size < 1 or self.workers < 0 or (self.limit is not None and self.limit < 0):
             raise ConfigError("batch size must be >= 1, workers >= 0 and limit >= 0")
         if self.device.startswith("cuda") and not torch.cuda.is_available():

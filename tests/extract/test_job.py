@@ -1,0 +1,137 @@
+"""`pathsegdiff extract` end to end on real H&E tiles with the tiny model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pathsegdiff.cli import app
+from pathsegdiff.extract.features import FeatureConfig, block_shapes
+from pathsegdiff.extract.models import load_model
+from pathsegdiff.store import open_store
+from pathsegdiff.store.verify import verify_store
+
+DATA = Path(__file__).parents[1] / "data"
+TILES = DATA / "he_tiles"
+ARGS = ["--tile-size", "64", "--stride", "32", "--quiet"]  # 36 tiles from six 128x96 crops
+runner = CliRunner()
+
+
+def extract(src, out, *extra):
+    r = runner.invoke(app, ["extract", str(src), "-o", str(out), *ARGS, *map(str, extra)])
+    return r.exit_code, r.output
+
+
+def data_bytes(root: Path) -> dict[str, bytes]:
+    """Every object but the root document (whose provenance records the command line)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).as_posix() != "zarr.json" and not p.name.startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "s.zarr"
+    code, output = extract(TILES, out, "--batch-size", "7")
+    assert code == 0, output
+    return out
+
+
+def test_fills_a_store_that_verifies_with_the_models_shapes(reference):
+    assert verify_store(reference).ok
+    fs = open_store(reference)
+    assert len(fs.written()) == fs.n_tiles == 36
+    shapes = block_shapes(load_model("tiny"), FeatureConfig(), 64)
+    assert {b.name: b.shape for b in fs.schema.features.blocks} == shapes
+    tile = fs.read_tile(5)
+    for t in (50, 150):
+        for b, shape in shapes.items():
+            assert tile.features[t][b].shape == shape and tile.features[t][b].dtype == np.float16
+    assert tile.labels.shape == (64, 64) and set(np.unique(tile.labels)) <= {0, 1}
+    assert fs.schema.class_names == ("background", "nuclei")
+    assert fs.provenance["model_id"] == "tiny-v1"
+    assert fs.record(5).tile_id.startswith(("histo_", "target_image_"))
+
+
+def test_batch_size_does_not_change_a_bit(reference, tmp_path):
+    code, output = extract(TILES, tmp_path / "b1.zarr", "--batch-size", "1")
+    assert code == 0, output
+    assert data_bytes(tmp_path / "b1.zarr") == data_bytes(reference)
+
+
+def test_sigkill_then_resume_gives_the_same_store(reference, tmp_path):
+    out = tmp_path / "k.zarr"
+    cmd = [sys.executable, "-m", "pathsegdiff.cli", "extract", str(TILES), "-o", str(out), *ARGS, "--batch-size", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once some, not all, tiles are written
+        try:
+            done = len(open_store(out).written())
+        except Exception:
+            done = 0
+        if done >= 8 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -9, "the run ended before it could be killed"
+    fs = open_store(out)
+    assert 0 < len(fs.written()) < 36
+    assert verify_store(out).ok
+    code, output = extract(TILES, out, "--batch-size", "5")
+    assert code == 0, output
+    assert "already written" in output
+    assert data_bytes(out) == data_bytes(reference)
+
+
+def test_other_selection_changes_identity_and_is_refused(reference, tmp_path):
+    out = tmp_path / "s.zarr"
+    shutil.copytree(reference, out)
+    before = data_bytes(out)
+    for extra, field in ((["--timesteps", "50"], "timesteps"), (["--blocks", "up1"], "blocks"),
+                         (["--seed", "3"], "noise_seed")):
+        code, output = extract(TILES, out, *extra)
+        assert code == 1 and field in output and str(out) in output
+    assert data_bytes(out) == before
+    assert open_store(out).identity == open_store(reference).identity
+
+
+def test_unreadable_tile_stops_or_is_skipped(tmp_path):
+    src = tmp_path / "tiles"
+    shutil.copytree(TILES, src)
+    bad = src / "images" / "target_image_x400_y300.png"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # header intact, pixels truncated
+    code, output = extract(src, tmp_path / "a.zarr", "--batch-size", "4")
+    assert code == 1 and "target_image_x400_y300.png" in output and "--skip-errors" in output
+    kept = open_store(tmp_path / "a.zarr")
+    assert verify_store(tmp_path / "a.zarr").ok  # what was written before the stop is intact
+    assert len(kept.written()) < 36
+    code, output = extract(src, tmp_path / "b.zarr", "--skip-errors")
+    assert code == 0, output
+    fs = open_store(tmp_path / "b.zarr")
+    failed = fs.fail_reasons()
+    assert len(failed) == 6 and all(t.startswith("target_image_x400_y300") for t in failed)
+    assert len(fs.written()) == 30
+    assert (tmp_path / "b.zarr.errors.log").read_text().count("\n") == 6
+    assert "skipped target_image_x400_y300" in output
+
+
+def test_bad_options_fail_before_any_work(tmp_path):
+    code, output = extract(TILES, tmp_path / "s.zarr", "--blocks", "up9")
+    assert code == 1 and "up9" in output and "up1" in output  # names the valid blocks
+    code, output = extract(TILES, tmp_path / "s.zarr", "--model", tmp_path / "no-such-model")
+    assert code == 1 and "no-such-model" in output
+    code, output = extract(tmp_path / "nothing", tmp_path / "s.zarr")
+    assert code == 1 and "nothing" in output
+    code, output = extract(TILES, tmp_path / "s.zarr", "--dtype", "fp8")
+    assert code == 1 and "fp8" in output
+    assert not (tmp_path / "s.zarr").exists()
