@@ -83,3 +83,11 @@ class MissingDependencyError(PathsegdiffError, ImportError):
         super().__init__(
             f"{purpose} needs the '{package}' package: pip install 'pathsegdiff[{extra}]'"
         )
+
+
+class StoreWriteError(PathsegdiffError, OSError):
+    """Writing to a store failed (disk full, file-size limit, I/O error); tiles of that batch stay todo."""
+
+
+class StoreAccessError(PathsegdiffError, PermissionError):
+    """The store's location refused access (wrong or missing credentials, no permission)."""

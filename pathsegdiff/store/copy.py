@@ -22,6 +22,7 @@ from pathsegdiff.errors import ConfigError, CorruptStoreError, StoreExistsError
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.location import open_zarr_store, parse_location
 from pathsegdiff.store.reader import FeatureStore, open_store
+from pathsegdiff.store.writer import write_errors
 
 MANIFEST = "MANIFEST.sha256"
 
@@ -77,16 +78,22 @@ def copy_store(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool =
                progress: Callable[[int], None] | None = None) -> int:
     """Copy every object of ``src`` to ``dst`` (directory, .zip or URL); returns bytes copied."""
     from pathsegdiff.store.lock import StoreLock
-    from pathsegdiff.store.verify import verify_store
 
     fs = open_store(src)
     src_loc, dst_loc = fs.location, parse_location(dst)
-    if str(src_loc) == str(dst_loc):
-        raise ConfigError(f"{dst}: source and destination are the same")
+    if _same_or_inside(src_loc, dst_loc):
+        raise ConfigError(f"{dst}: the destination is the source store or inside it")
     if src_loc.kind == "dir":
         owner = StoreLock(src_loc.local_dir).read_owner()
         if owner and not StoreLock(src_loc.local_dir).is_stale(owner):
             raise StoreExistsError(f"{src}: a writer (pid {owner.get('pid')}) is filling this store; copy it later")
+    with write_errors(dst_loc, "the copy"):
+        return _copy_objects(fs, dst, dst_loc, overwrite, progress)
+
+
+def _copy_objects(fs: FeatureStore, dst, dst_loc, overwrite: bool, progress) -> int:
+    from pathsegdiff.store.verify import verify_store
+
     _refuse_existing(dst_loc, overwrite)
     keys = _keys(fs)
     src_store = fs._group().store
@@ -94,15 +101,19 @@ def copy_store(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool =
     if dst_loc.kind == "zip":
         path = Path(dst_loc.raw.removeprefix("file://"))
         tmp = path.with_name(path.name + ".partial")
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for k in keys:
-                data = _get(src_store, k)
-                zf.writestr(k, data)
-                lines.append(f"{hashlib.sha256(data).hexdigest()}  {k}")
-                total += len(data)
-                if progress:
-                    progress(len(data))
-            zf.writestr(MANIFEST, "\n".join(lines) + "\n")
+        try:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for k in keys:
+                    data = _get(src_store, k)
+                    zf.writestr(k, data)
+                    lines.append(f"{hashlib.sha256(data).hexdigest()}  {k}")
+                    total += len(data)
+                    if progress:
+                        progress(len(data))
+                zf.writestr(MANIFEST, "\n".join(lines) + "\n")
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed pack (disk full) leaves no half zip behind
+            raise
         os.replace(tmp, path)
     else:
         dst_store = open_zarr_store(dst_loc, read_only=False)
@@ -121,6 +132,16 @@ def copy_store(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool =
     if problems or not rep.ok:
         raise CorruptStoreError(f"{dst}: the copy does not check out: {(problems + rep.lines())[:5]}")
     return total
+
+
+def _same_or_inside(src, dst) -> bool:
+    """Whether ``dst`` is ``src`` (spelled any way) or lies inside it: a copy there would destroy or grow the source."""
+    if src.kind == "url" or dst.kind == "url":
+        a, b = src.raw.rstrip("/"), dst.raw.rstrip("/")
+        return a == b or b.startswith(a + "/")
+    a = Path(src.raw.removeprefix("file://")).expanduser().resolve()
+    b = Path(dst.raw.removeprefix("file://")).expanduser().resolve()
+    return a == b or a in b.parents
 
 
 def _refuse_existing(loc, overwrite: bool) -> None:

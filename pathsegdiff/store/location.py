@@ -7,6 +7,7 @@ local directory (which is what the writer lock needs).
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,22 @@ def parse_location(where: str | os.PathLike) -> Location:
     if path.suffix.lower() == ".zip":
         return Location(raw, "zip")
     return Location(raw, "dir", path)
+
+
+# Environment variables whose values are secrets; never echoed in an error message.
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AZURE_STORAGE_KEY",
+              "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING")
+_URL_PASSWORD = re.compile(r"(//[^/:@\s]+):[^/@\s]+@")
+
+
+def redact(text: object) -> str:
+    """``text`` (often an exception from a remote store) without secret values or a URL's password."""
+    out = str(text)
+    for var in SECRET_ENV:
+        value = os.environ.get(var)
+        if value and len(value) >= 4:
+            out = out.replace(value, "***")
+    return _URL_PASSWORD.sub(r"\1:***@", out)
 
 
 def _storage_options() -> dict:

@@ -22,11 +22,13 @@ from pathsegdiff.errors import (
     NotAStoreError,
     SchemaError,
     SchemaVersionError,
+    StoreAccessError,
     StoreNotFoundError,
     TileNotWrittenError,
 )
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.location import Location, open_zarr_store, parse_location
+from pathsegdiff.store.location import Location, open_zarr_store, parse_location, redact
+from pathsegdiff.store.missing import check_missing, check_present
 
 
 def _open_group(loc: Location, read_only: bool = True) -> zarr.Group:
@@ -37,6 +39,8 @@ def _open_group(loc: Location, read_only: bool = True) -> zarr.Group:
         raise (StoreNotFoundError if loc.kind == "dir" and not loc.local_dir.exists() else NotAStoreError)(
             f"{loc}: not a pathsegdiff store (no zarr v3 group metadata)"
         ) from None
+    except PermissionError as e:  # e.g. an object store refusing the credentials
+        raise StoreAccessError(f"{loc}: access denied ({redact(e)}); check the credentials for this location") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         raise CorruptStoreError(f"{loc}: damaged store metadata (zarr.json): {e}") from None
 
@@ -114,6 +118,7 @@ class FeatureStore:
                 # every chunk of a written tile, so that a missing one means damage.
                 self._arrays[name] = arr.with_config({"write_empty_chunks": True}) if self._writable else arr
             except KeyError:
+                check_present(self)
                 raise SchemaError(f"{self.location}: no array {name!r} in this store") from None
             except (json.JSONDecodeError, ValueError) as e:
                 raise CorruptStoreError(f"{self.location}: damaged metadata of {name}: {e}") from None
@@ -145,7 +150,7 @@ class FeatureStore:
         return self.schema.features.timesteps
 
     def status(self) -> np.ndarray:
-        return np.asarray(self._array(S.STATUS)[:], dtype=np.uint8)
+        return np.asarray(self._read(S.STATUS, slice(None)), dtype=np.uint8)
 
     def written(self) -> np.ndarray:
         """Indices of tiles whose data is complete (written or verified)."""
@@ -154,13 +159,13 @@ class FeatureStore:
 
     def tile_ids(self, idx: np.ndarray | None = None) -> np.ndarray:
         if self._tile_ids is None or len(self._tile_ids) != self.n_tiles:
-            self._tile_ids = np.asarray(self._array(f"{S.TILES_GROUP}/tile_id")[:], dtype=object)
+            self._tile_ids = np.asarray(self._read(f"{S.TILES_GROUP}/tile_id", slice(None)), dtype=object)
         return self._tile_ids if idx is None else self._tile_ids[idx]
 
     def table(self) -> dict[str, np.ndarray]:
         """The tile table as columns, plus ``status``."""
         cols = {
-            c: np.asarray(self._array(f"{S.TILES_GROUP}/{c}")[:], dtype=object if kind == "str" else kind)
+            c: np.asarray(self._read(f"{S.TILES_GROUP}/{c}", slice(None)), dtype=object if kind == "str" else kind)
             for c, kind in S.TILE_COLUMNS.items()
         }
         cols["status"] = self.status()
@@ -182,7 +187,7 @@ class FeatureStore:
     def fail_reasons(self) -> dict[str, str]:
         st = self.status()
         bad = np.flatnonzero(st == S.STATUS_FAILED)
-        reasons = self._array(S.FAIL_REASON)[:]
+        reasons = self._read(S.FAIL_REASON, slice(None))
         ids = self.tile_ids()
         return {str(ids[i]): str(reasons[i]) for i in bad}
 
@@ -202,10 +207,14 @@ class FeatureStore:
 
     def _read(self, name: str, sel: Any) -> np.ndarray:
         try:
-            return np.asarray(self._array(name)[sel])
+            data = np.asarray(self._array(name)[sel])
+        except PermissionError as e:
+            raise StoreAccessError(f"{self.location}: access denied reading {name} ({redact(e)})") from None
         except (ValueError, OSError, RuntimeError) as e:
             # crc32c mismatch, truncated chunk or undecodable bytes
-            raise CorruptStoreError(f"{self.location}: cannot read {name}[{sel}]: {e}") from None
+            raise CorruptStoreError(f"{self.location}: cannot read {name}[{sel}]: {redact(e)}") from None
+        check_missing(self, name, sel, data)
+        return data
 
     def read_features(self, idx: Any, timestep: int, block: str) -> np.ndarray:
         """Features of one block at one timestep for ``idx`` (an int or a slice)."""
@@ -232,8 +241,10 @@ class FeatureStore:
         i = int(i)
         if not 0 <= i < self.n_tiles:
             raise SchemaError(f"{self.location}: tile index {i} out of range 0..{self.n_tiles - 1}")
-        st = int(self._array(S.STATUS)[i])
+        st = int(self._read(S.STATUS, i))
         if st not in (S.STATUS_WRITTEN, S.STATUS_VERIFIED):
+            check_present(self)
+            self.status()  # raises if the status chunk itself is missing
             raise TileNotWrittenError(
                 f"{self.location}: tile {i} ({self.tile_ids()[i]}) is {S.STATUS_NAMES.get(st, st)}, not written"
             )
@@ -261,11 +272,7 @@ class FeatureStore:
         except Exception:
             out = [self._read(n, i) for n in names]  # one by one, to name the damaged array
         for name, x in zip(names, out):
-            if x.dtype.kind == "f" and x.size and np.isnan(x.flat[0]):
-                raise CorruptStoreError(
-                    f"{self.location}: tile {i} ({self.tile_ids()[i]}) is marked written but its {name} chunk "
-                    "is missing; run 'pathsegdiff store verify'"
-                )
+            check_missing(self, name, i, x)
         return out
 
     # -- views ----------------------------------------------------------------

@@ -95,6 +95,7 @@ def verify_store(
     try:
         status = fs.status()
         ids = fs.tile_ids()
+        fs.table()  # every column of the tile table decodes (crc32c) and has its chunks
     except PathsegdiffError as e:
         rep.store_problems.append(str(e))
         return rep
@@ -103,6 +104,7 @@ def verify_store(
     unknown = sorted(set(np.unique(status).tolist()) - set(S.STATUS_NAMES))
     if unknown:
         rep.store_problems.append(f"{fs.location}: unknown status codes {unknown} in {S.STATUS}")
+    rep.store_problems.extend(_table_problems(fs, len(status)))
     written = fs.written()
     rep.n_checked = len(written)
     damaged: set[int] = set()
@@ -131,6 +133,22 @@ def verify_store(
                 progress(min(READ_BATCH, len(written) - start))
     rep.damaged_indices = sorted(damaged)
     return rep
+
+
+def _table_problems(fs: FeatureStore, n: int) -> list[str]:
+    """Missing chunks of the tile table and status: the writer writes every one of them."""
+    out = []
+    for name in [f"{S.TILES_GROUP}/{c}" for c in S.TILE_COLUMNS] + [S.STATUS]:
+        try:
+            arr, keys = fs._array(name), _chunk_keys(fs, name)
+        except PathsegdiffError as e:
+            out.append(str(e))
+            continue
+        size = arr.chunks[0]
+        gone = [c for c in range(-(-n // size)) if f"{name}/{arr.metadata.encode_chunk_key((c,))}" not in keys]
+        if gone:
+            out.append(f"{fs.location}: {name}: chunks {gone[:5]} missing (tile table damaged)")
+    return out
 
 
 def _read_tiles(fs, name, sel, rep, ids, damaged):

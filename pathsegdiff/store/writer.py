@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import errno
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,15 +25,35 @@ from pathsegdiff import __version__
 from pathsegdiff.errors import (
     IdentityMismatchError,
     NotAStoreError,
+    PathsegdiffError,
     SchemaError,
     StoreExistsError,
     StoreReadOnlyError,
+    StoreWriteError,
 )
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.codecs import checked_codecs, feature_codecs
 from pathsegdiff.store.location import Location, open_zarr_store, parse_location
 from pathsegdiff.store.lock import StoreLock
 from pathsegdiff.store.reader import FeatureStore, read_root_attrs
+
+
+@contextmanager
+def write_errors(loc: Location, what: str) -> Iterator[None]:
+    """Turn an OSError while writing (disk full, file-size limit, no permission) into one clear store error."""
+    try:
+        yield
+    except PathsegdiffError:
+        raise
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise StoreReadOnlyError(f"{loc}: cannot write {what}: permission denied ({e.strerror or e})") from e
+        reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EFBIG: "file size limit exceeded"}.get(e.errno, e.strerror or str(e))
+        raise StoreWriteError(
+            f"{loc}: writing {what} failed: {reason}. Tiles not yet written stay todo: "
+            "free space (or raise the limit) and rerun to resume"
+        ) from e
 
 
 def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
@@ -62,10 +84,11 @@ class StoreWriter(FeatureStore):
         start = self.n_tiles
         stop = start + len(records)
         group = self._group()
-        for name in _all_tile_arrays(self.schema):
-            arr = group[name]
-            arr.resize((stop, *arr.shape[1:]))
-        _write_table(group, start, records)
+        with write_errors(self.location, "new tile rows"):
+            for name in _all_tile_arrays(self.schema):
+                arr = group[name]
+                arr.resize((stop, *arr.shape[1:]))
+            _write_table(group, start, records)
         self._status = np.concatenate([self._status, np.zeros(len(records), np.uint8)])
         self._invalidate()
         return np.arange(start, stop)
@@ -87,12 +110,16 @@ class StoreWriter(FeatureStore):
         targets = [(self._array(name)._async_array, data) for name, data in arrays.items()]
 
         async def put_all() -> None:  # every array of the batch concurrently: one wait, not one per array
-            await asyncio.gather(*(
+            done = await asyncio.gather(*(
                 arr.setitem(slice(a, b), data[pos : pos + (b - a)]) for arr, data in targets for pos, a, b in runs
-            ))
+            ), return_exceptions=True)  # let every write settle before reporting a failure
+            for r in done:
+                if isinstance(r, BaseException):
+                    raise r
 
-        sync(put_all())
-        self._set_status(idx, S.STATUS_WRITTEN)
+        with write_errors(self.location, f"tiles {list(self.tile_ids(idx)[:5])}"):
+            sync(put_all())
+            self._set_status(idx, S.STATUS_WRITTEN)
 
     def mark_failed(self, indices: Iterable[int], reasons: Sequence[str]) -> None:
         """Record tiles whose input could not be used; they hold no data."""
@@ -100,9 +127,10 @@ class StoreWriter(FeatureStore):
         if len(reasons) != len(idx):
             raise SchemaError("mark_failed needs one reason per tile")
         arr = self._array(S.FAIL_REASON)
-        for i, r in zip(idx, reasons):
-            arr[int(i)] = str(r)[:500]
-        self._set_status(idx, S.STATUS_FAILED)
+        with write_errors(self.location, "failed-tile reasons"):
+            for i, r in zip(idx, reasons):
+                arr[int(i)] = str(r)[:500]
+            self._set_status(idx, S.STATUS_FAILED)
 
     def mark_verified(self, indices: Iterable[int]) -> None:
         idx = self._indices(indices)
@@ -115,12 +143,17 @@ class StoreWriter(FeatureStore):
         self._set_status(self._indices(indices), S.STATUS_TODO)
 
     def _set_status(self, idx: np.ndarray, value: int) -> None:
+        before = self._status.copy()
         self._status[idx] = value
         arr = self._array(S.STATUS)
         # Rewrite whole chunks from the in-memory copy: one atomic write per chunk.
-        for c in np.unique(idx // S.TABLE_CHUNK):
-            a, b = int(c) * S.TABLE_CHUNK, min((int(c) + 1) * S.TABLE_CHUNK, len(self._status))
-            arr[a:b] = self._status[a:b]
+        try:
+            for c in np.unique(idx // S.TABLE_CHUNK):
+                a, b = int(c) * S.TABLE_CHUNK, min((int(c) + 1) * S.TABLE_CHUNK, len(self._status))
+                arr[a:b] = self._status[a:b]
+        except BaseException:
+            self._status = before  # the file keeps the old status, and so must the copy that missing() reads
+            raise
 
     def _indices(self, indices: Iterable[int] | slice | range) -> np.ndarray:
         if isinstance(indices, slice):
@@ -230,9 +263,14 @@ def _write_table(group: zarr.Group, start: int, records: Sequence[S.TileRecord])
     if not records:
         return
     stop = start + len(records)
+    # Every table and status chunk is written, even when it equals the fill value, so that
+    # a missing one is damage that verify can name (not an all-todo or all-zero column).
+    every_chunk = {"write_empty_chunks": True}
     for col, dtype in S.TILE_COLUMNS.items():
         values = [getattr(r, col) for r in records]
-        group[f"{S.TILES_GROUP}/{col}"][start:stop] = np.asarray(values, dtype=object if dtype == "str" else dtype)
+        column = group[f"{S.TILES_GROUP}/{col}"].with_config(every_chunk)
+        column[start:stop] = np.asarray(values, dtype=object if dtype == "str" else dtype)
+    group[S.STATUS].with_config(every_chunk)[start:stop] = np.zeros(stop - start, np.uint8)
 
 
 def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int) -> None:
@@ -284,6 +322,11 @@ def create_store(
     overwrite: bool = False,
 ) -> StoreWriter:
     """Create a new store and return it open for writing (lock held)."""
+    with write_errors(parse_location(where), "a new store"):
+        return _create_store(where, schema, tiles, provenance, overwrite)
+
+
+def _create_store(where, schema, tiles, provenance, overwrite) -> StoreWriter:
     loc = parse_location(where)
     tiles = list(tiles or [])
     if schema.n_tiles is not None and len(tiles) != schema.n_tiles:
@@ -302,7 +345,6 @@ def create_store(
     try:
         zstore = open_zarr_store(loc, read_only=False)
         n = len(tiles)
-        group = zarr.open_group(zstore, mode="w" if loc.kind == "url" and overwrite else "a", zarr_format=3)
         attrs = {
             "schema_version": S.SCHEMA_VERSION,
             "complete": False,  # set once every array exists; an interrupted create is redone
@@ -316,6 +358,10 @@ def create_store(
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
         }
+        # The group's first write already carries the attributes (complete: False), so an
+        # interruption at any point leaves a store that a rerun recognises and redoes.
+        group = zarr.open_group(zstore, mode="w" if loc.kind == "url" and overwrite else "a", zarr_format=3,
+                                attributes={S.ATTR_KEY: attrs})
         group.attrs.put({S.ATTR_KEY: attrs})
         _create_arrays(group, schema, n)
         _write_table(group, 0, tiles)
@@ -361,7 +407,8 @@ def open_writer(where: str | os.PathLike, expect: S.FeatureSpec | None = None) -
             raise IdentityMismatchError(str(loc), diff)
     lock = StoreLock(loc.local_dir) if loc.kind == "dir" else None
     if lock:
-        lock.acquire()
+        with write_errors(loc, "the writer lock"):
+            lock.acquire()
     try:
         return StoreWriter(loc, lock)
     except BaseException:
