@@ -101,7 +101,9 @@ class SlideSource(TileSource):
     def _open(self):
         if self._slide is None:
             try:
-                self._slide = _tiffslide().TiffSlide(self.path)
+                slide = _tiffslide().TiffSlide(self.path)
+                _ = slide.properties, slide.dimensions  # parsed lazily: a damaged file fails here, not later
+                self._slide = slide
             except MissingDependencyError:
                 raise
             except Exception as e:  # tifffile raises many types for a file it cannot parse
