@@ -157,6 +157,10 @@ class ImageListSource(TileSource):
             w, h = I.image_size(e.image)
             if e.mask is not None and I.mask_size(e.mask) != (w, h):
                 raise InputError(f"{e.mask}: mask is {I.mask_size(e.mask)} px, its image {e.image.name} is {(w, h)}")
+            if self.target_mpp and math.isnan(e.native_mpp):  # resample_factor would silently give 1.0
+                raise InputError(f"{e.image}: its resolution is unknown, so it cannot be resampled to "
+                                 f"{self.target_mpp} um/px; drop --mpp to tile it at its own resolution, or declare "
+                                 "its um/px (SourceConfig.mpp)")
             f = resample_factor(e.native_mpp, self.target_mpp)
             size = (round(w * f), round(h * f))
             self._sizes.append(size)

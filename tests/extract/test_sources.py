@@ -141,6 +141,8 @@ def test_folder_resampled_to_target_mpp(tmp_path):
     # within 2 % of the target: used as it is, not resampled
     same = open_source(root, SourceConfig(tile_size=32, mpp=0.499, target_mpp=0.5))
     assert len(same) == 8 and same.records[0].mpp == pytest.approx(0.499)
+    with pytest.raises(InputError, match=r"images/a.png: its resolution is unknown, so it cannot be resampled"):
+        open_source(root, SourceConfig(tile_size=32, target_mpp=0.5))  # not silently left at native size
 
 
 # --- BCSS -------------------------------------------------------------------------------------
