@@ -57,6 +57,13 @@ def _stand_ins(names: list[str]) -> list[tuple[type, str]]:
     return [(type(name.rsplit(".", 1)[-1], (_Inert,), {}), name) for name in names]
 
 
+def _brief(exc: BaseException) -> str:
+    """One line of torch's multi-paragraph load errors: the line saying what was refused."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    key = next((ln for ln in lines if ln.startswith(("Unsupported", "Trying to load"))), lines[0] if lines else "")
+    return f"{type(exc).__name__}: {key}"[:300]
+
+
 def _load_pickle(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -64,9 +71,9 @@ def _load_pickle(path: Path) -> Any:
         try:
             needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:
-            raise ModelLoadError(f"{path}: cannot read checkpoint ({type(first).__name__}: {first})") from first
+            raise ModelLoadError(f"{path}: cannot read checkpoint ({_brief(first)})") from first
         if not needed:
-            raise ModelLoadError(f"{path}: cannot read checkpoint ({type(first).__name__}: {first})") from first
+            raise ModelLoadError(f"{path}: cannot read checkpoint ({_brief(first)})") from first
         refused = sorted(n for n in needed if not n.startswith(INERT_PREFIXES))
         if refused:
             raise ModelLoadError(
@@ -78,7 +85,7 @@ def _load_pickle(path: Path) -> Any:
             try:
                 return torch.load(path, map_location="cpu", weights_only=True)
             except Exception as second:
-                raise ModelLoadError(f"{path}: cannot read checkpoint ({type(second).__name__}: {second})") from second
+                raise ModelLoadError(f"{path}: cannot read checkpoint ({_brief(second)})") from second
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

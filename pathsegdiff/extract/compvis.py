@@ -120,7 +120,9 @@ def load_compvis(root: Path) -> LDM:
     try:
         config = yaml.safe_load(yaml_path.read_text())
     except yaml.YAMLError as exc:
-        raise ModelLoadError(f"{yaml_path}: not valid YAML ({exc})") from exc
+        where = getattr(exc, "problem_mark", None)
+        detail = f"{getattr(exc, 'problem', None) or exc}" + (f" at line {where.line + 1}" if where else "")
+        raise ModelLoadError(f"{yaml_path}: not valid YAML ({' '.join(detail.split())})") from exc
     params = model_params(config if isinstance(config, dict) else {}, yaml_path)
     sd = read_state_dict(ckpt_path)
     unet = _build_unet(params, sd, ckpt_path)

@@ -20,6 +20,7 @@ from zarr.core.sync import sync
 from pathsegdiff.errors import (
     CorruptStoreError,
     NotAStoreError,
+    PathsegdiffError,
     SchemaError,
     SchemaVersionError,
     StoreAccessError,
@@ -208,6 +209,8 @@ class FeatureStore:
     def _read(self, name: str, sel: Any) -> np.ndarray:
         try:
             data = np.asarray(self._array(name)[sel])
+        except PathsegdiffError:
+            raise
         except PermissionError as e:
             raise StoreAccessError(f"{self.location}: access denied reading {name} ({redact(e)})") from None
         except (ValueError, OSError, RuntimeError) as e:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from pathsegdiff.errors import ConfigError, InputError
@@ -28,6 +29,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "head.safetensors"
 META = "head.json"
 RUN_META = "run.json"  # written by fit at the run root; names the best run's checkpoint
+MAX_META_BYTES = 16 * 2**20  # a head.json is a few KiB: refuse to parse a huge one
 
 
 def build_head(config: HeadConfig) -> SegHead:
@@ -111,12 +113,34 @@ def load_head(run_dir: str | os.PathLike, device: str | torch.device = "cpu") ->
     """
     d = checkpoint_dir(run_dir)
     try:
-        meta = HeadMeta.from_dict(json.loads((d / META).read_text()))
+        meta = _read_meta(d / META)
+        _check_weight_shapes(meta, d / WEIGHTS)  # before building: a crafted head.json must not allocate
         module = build_head(meta.head)
         module.load_state_dict(load_file(d / WEIGHTS, device="cpu"), strict=True)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as e:
         raise InputError(f"{d}: cannot load the head checkpoint: {e}") from None
     return module.to(device).eval(), meta
+
+
+def _read_meta(path: Path) -> HeadMeta:
+    if path.stat().st_size > MAX_META_BYTES:
+        raise ConfigError(f"{path.name} is {path.stat().st_size:,} bytes, not a head description")
+    doc = json.loads(path.read_text())
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path.name} holds a JSON {type(doc).__name__}, not a head description")
+    return HeadMeta.from_dict(doc)
+
+
+def _check_weight_shapes(meta: HeadMeta, weights: Path) -> None:
+    """The file's tensors must be exactly those of the head the JSON describes (built on the meta device)."""
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in build_head(meta.head).state_dict().items()}
+    with safe_open(str(weights), framework="pt") as f:
+        have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    if have != want:
+        bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        detail = ", ".join(f"{k}: file {have.get(k)}, {META} {want.get(k)}" for k in bad[:3])
+        raise ValueError(f"{WEIGHTS} does not match {META} ({len(bad)} tensors differ: {detail})")
 
 
 def check_store_matches(meta: HeadMeta, store: FeatureStore, need_labels: bool = True) -> None:
