@@ -33,7 +33,7 @@ from pathsegdiff.errors import (
 )
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.codecs import checked_codecs, feature_codecs
-from pathsegdiff.store.location import Location, open_zarr_store, parse_location
+from pathsegdiff.store.location import Location, open_zarr_store, parse_location, redact
 from pathsegdiff.store.lock import StoreLock
 from pathsegdiff.store.reader import FeatureStore, read_root_attrs
 
@@ -46,10 +46,13 @@ def write_errors(loc: Location, what: str) -> Iterator[None]:
     except PathsegdiffError:
         raise
     except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise StoreReadOnlyError(f"{loc}: cannot write {what}: permission denied ({e.strerror or e})") from e
+        if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            hint = "; check the credentials for this location" if loc.kind == "url" else ""
+            raise StoreReadOnlyError(
+                f"{loc}: cannot write {what}: permission denied ({redact(e.strerror or e)}){hint}"
+            ) from e
         reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                  errno.EFBIG: "file size limit exceeded"}.get(e.errno, e.strerror or str(e))
+                  errno.EFBIG: "file size limit exceeded"}.get(e.errno, redact(e.strerror or e))
         raise StoreWriteError(
             f"{loc}: writing {what} failed: {reason}. Tiles not yet written stay todo: "
             "free space (or raise the limit) and rerun to resume"
