@@ -1,0 +1,373 @@
+"""Extraction benchmark: the pipeline (``run_extraction``) against a naive loop on the same tiles.
+
+Tiles are real H&E, cut at ``--tile-size`` every ``--stride`` pixels from
+tests/data/target_image.png (an image source) and from the tissue of
+tests/data/cmu_small_region.svs (a slide source), taken evenly from both.
+The model is built once and warmed up on a random tile; then ``--repeat``
+rounds each run both contestants, in alternating order, each from fresh
+sources with the decode cache emptied (forked workers inherit nothing):
+
+  - ``pipeline``: ``run_extraction`` with DataLoader decode workers, batches,
+    the compute dtype asked for, and the background writer into a Zarr store.
+    End-to-end tiles/s (store creation and worker start-up included) and the
+    share of wall time the model is busy (``model_seconds / seconds``); on a
+    GPU, mean utilisation (nvidia-smi sampled every 200 ms).  Then model-only
+    tiles/s: the same batches on tiles decoded beforehand.
+  - ``naive``: decode in the loop, batch 1, fp32, the same FeatureExtractor,
+    then one ``np.save`` (float16: the store's bytes) per block per timestep
+    per tile, synchronously; no store, no rgb.
+
+Medians over the rounds are printed side by side, with each round's ratio:
+on a shared machine single runs vary by 2x.  With ``--profile``, a
+synchronous batched loop times each stage (decode, conditioning, VAE encode,
+UNet + noise, cast + device to host, store write), so the stages add up to
+its wall time.  On the CPU in fp32 the first tile's features are also
+compared between the store and the naive files (they should be identical).
+
+    python bench/extract.py                      # tiny model, CPU, about 1-2 minutes
+    python bench/extract.py --profile
+    python bench/extract.py --model reference --device cuda --dtype bf16 --batch-size 64 --tiles 1024 --stride 32
+    python bench/extract.py --model reference --tiles 2 --repeat 1   # reference size on the CPU: a smoke run
+
+``--model reference`` is ``pathsegdiff.extract.tiny.build_reference_size``:
+random weights in the reference model's shapes (DESIGN.md 3), not the real
+model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import torch
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+MODELS = ("tiny", "reference")
+CPU_REFERENCE_MAX_TILES = 2  # seconds per tile per timestep on a CPU core (DESIGN.md 3)
+STAGES = ("decode", "conditioning", "vae_encode", "unet_and_noise", "cast_to_host", "write")
+
+
+# --- tiles ------------------------------------------------------------------------------------
+
+
+class BenchTiles:
+    """Picked tiles of several sources, as one source (``records``, ``load``) for ``run_extraction``."""
+
+    kind = "bench"
+    class_names: tuple[str, ...] = ()
+    has_instances = False
+
+    def __init__(self, parts: list, picks: list[tuple[int, int]], tile_size: int):
+        self.parts, self.picks, self.tile_size = parts, picks, tile_size
+        self.records = [parts[k].records[i] for k, i in picks]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, i: int):
+        k, j = self.picks[i]
+        return self.parts[k].load(j)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n_tiles": len(self), "tile_size": self.tile_size,
+                "parts": [p.describe() for p in self.parts]}
+
+
+def bench_source(n: int, tile_size: int, stride: int) -> BenchTiles:
+    """``n`` real H&E tiles, evenly from target_image.png and the slide's tissue, nothing decoded yet."""
+    from pathsegdiff.extract import sources
+    from pathsegdiff.extract.datasets import SourceConfig, open_source
+
+    sources._decoded.cache_clear()  # the image source's per-process decode cache: start cold
+    cfg = SourceConfig(tile_size=tile_size, stride=stride)
+    parts = [open_source(DATA / "target_image.png", cfg), open_source(DATA / "cmu_small_region.svs", cfg)]
+    wanted = [n - n // 2, n // 2]
+    if any(want > len(p) for want, p in zip(wanted, parts)):
+        raise SystemExit(f"only {len(parts[0])} + {len(parts[1])} tiles at stride {stride}; "
+                         f"--tiles {n} needs a smaller --stride")
+    picks = [(k, int(i)) for k, (p, want) in enumerate(zip(parts, wanted)) if want
+             for i in np.linspace(0, len(p) - 1, want).round()]
+    return BenchTiles(parts, picks, tile_size)
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+def build_ldm(model: str, device: str):
+    from pathsegdiff.extract.tiny import build_reference_size, build_tiny
+
+    return build_tiny().to(device) if model == "tiny" else build_reference_size(device)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _autocast(device: str, dtype: str):
+    from pathsegdiff.extract.job import DTYPES
+
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[dtype])
+
+
+def _warm_up(extractor, tile_size: int, device: str, dtypes: set[str]) -> None:
+    """Random tiles through the model: kernel selection and allocator growth stay out of the timings."""
+    rgb = torch.randint(0, 256, (1, 3, tile_size, tile_size), dtype=torch.uint8)
+    for dtype in dtypes:
+        with torch.no_grad(), _autocast(device, dtype):
+            extractor(rgb, ["warm-up"], None)
+    _sync(device)
+
+
+class GpuUtilisation:
+    """Mean GPU utilisation from ``nvidia-smi`` sampled every 200 ms while running."""
+
+    def __init__(self, device: str):
+        self.samples: list[float] = []
+        self.proc = None
+        if device.startswith("cuda") and shutil.which("nvidia-smi"):
+            index = device.partition(":")[2] or "0"
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "-i", index, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 "-lms", "200"], stdout=subprocess.PIPE, text=True)
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.samples.append(float(line.strip()))
+
+    def stop(self) -> float | None:
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        self.proc.wait()
+        return float(np.mean(self.samples)) if self.samples else None
+
+
+# --- the contestants --------------------------------------------------------------------------
+
+
+def run_pipeline(args, ldm, extractor, store: Path) -> dict:
+    from pathsegdiff.extract import job
+
+    source = bench_source(args.tiles, args.tile_size, args.stride)
+    cfg = job.ExtractConfig(features=extractor.cfg, batch_size=args.batch_size, device=args.device,
+                            dtype=args.dtype, workers=args.workers, overwrite=True)
+    gpu = GpuUtilisation(args.device)
+    kwargs = dict(progress=False, echo=lambda line: None)
+    if "ldm" in inspect.signature(job.run_extraction).parameters:
+        summary = job.run_extraction(source, store, cfg, ldm=ldm, **kwargs)
+    else:  # run_extraction builds its model from cfg.model; hand it the one built and warmed up here
+        load_model, job.load_model = job.load_model, lambda spec, device="cpu": ldm
+        try:
+            summary = job.run_extraction(source, store, cfg, **kwargs)
+        finally:
+            job.load_model = load_model
+    utilisation = gpu.stop()
+    if summary.failed or summary.written != len(source):
+        raise SystemExit(f"pipeline wrote {summary.written} of {len(source)} tiles; failed: {summary.failed}")
+    return {"seconds": summary.seconds, "tiles_per_s": summary.tiles_per_s,
+            "model_share": summary.model_seconds / summary.seconds, "gpu_utilisation": utilisation}
+
+
+def run_model_only(args, ldm, extractor) -> float:
+    """Tiles/s of conditioning + VAE + UNet + cast to float16 on tiles decoded beforehand."""
+    from pathsegdiff.extract.conditioning import make_conditioner
+
+    source = bench_source(args.tiles, args.tile_size, args.stride)
+    n = min(len(source), max(2 * args.batch_size, 8))
+    rgb = torch.from_numpy(np.stack([source.load(i).rgb for i in range(n)]))
+    ids = [r.tile_id for r in source.records[:n]]
+    cond = make_conditioner("null", ldm, device=args.device)
+    _sync(args.device)
+    t0 = time.perf_counter()
+    with torch.no_grad(), _autocast(args.device, args.dtype):
+        for a in range(0, n, args.batch_size):
+            batch, batch_ids = rgb[a : a + args.batch_size], ids[a : a + args.batch_size]
+            feats, _ = extractor(batch, batch_ids, cond.embed(batch, batch_ids))
+            _ = [x.to(torch.float16) for d in feats.values() for x in d.values()]
+    _sync(args.device)
+    return n / (time.perf_counter() - t0)
+
+
+def run_naive(args, extractor, out: Path) -> dict:
+    source = bench_source(args.tiles, args.tile_size, args.stride)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    t0 = time.perf_counter()
+    for i, record in enumerate(source.records):
+        rgb = torch.from_numpy(source.load(i).rgb[None])
+        with torch.no_grad():
+            feats, _ = extractor(rgb, [record.tile_id], None)  # null conditioning: zeros, as the pipeline's
+        for t, blocks in feats.items():
+            for name, x in blocks.items():
+                np.save(out / f"{record.tile_id}_t{t}_{name}.npy", x[0].to(torch.float16).cpu().numpy())
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "tiles_per_s": len(source) / seconds}
+
+
+def run_profile(args, ldm, extractor, store: Path) -> dict:
+    """Synchronous batched loop, one timer per stage: where the time goes when nothing overlaps."""
+    from pathsegdiff.extract import job
+    from pathsegdiff.store import TileBatch, open_or_create
+
+    source = bench_source(args.tiles, args.tile_size, args.stride)
+    cfg = job.ExtractConfig(features=extractor.cfg, batch_size=args.batch_size, device=args.device,
+                            dtype=args.dtype)
+    cond = job.make_conditioner("null", ldm, device=args.device)
+    schema = job.build_schema(source, ldm, cond, cfg)
+    stages = dict.fromkeys(STAGES, 0.0)
+
+    @contextlib.contextmanager
+    def stage(name: str):
+        _sync(args.device)
+        t = time.perf_counter()
+        yield
+        _sync(args.device)
+        stages[name] += time.perf_counter() - t
+
+    encode = ldm.encode
+
+    def timed_encode(x):  # the VAE runs inside the extractor: time it from there
+        with stage("vae_encode"):
+            return encode(x)
+
+    ldm.encode = timed_encode  # an instance attribute shadows the method
+    t0 = time.perf_counter()
+    try:
+        with open_or_create(store, schema, source.records, {"bench": "profile"}, overwrite=True) as w:
+            for a in range(0, len(source), args.batch_size):
+                idx = list(range(a, min(a + args.batch_size, len(source))))
+                ids = [source.records[i].tile_id for i in idx]
+                with stage("decode"):
+                    rgb = torch.from_numpy(np.stack([source.load(i).rgb for i in idx]))
+                with torch.no_grad(), _autocast(args.device, args.dtype):
+                    with stage("conditioning"):
+                        ssl = cond.embed(rgb, ids)
+                    vae_before = stages["vae_encode"]
+                    with stage("unet_and_noise"):
+                        feats, _ = extractor(rgb, ids, ssl)
+                    stages["unet_and_noise"] -= stages["vae_encode"] - vae_before  # the VAE on its own line
+                with stage("cast_to_host"):
+                    host = {t: {b: x.to(torch.float16).cpu().numpy() for b, x in d.items()} for t, d in feats.items()}
+                    ssl_host = ssl.float().cpu().numpy() if schema.ssl_dim else None
+                with stage("write"):
+                    w.write(idx, TileBatch(host, rgb=rgb.numpy(), ssl=ssl_host))
+    finally:
+        del ldm.encode
+    return {"tiles": len(source), "seconds": time.perf_counter() - t0, "stages": stages}
+
+
+def same_features(work: Path) -> bool:
+    from pathsegdiff.store import open_store
+
+    store = open_store(work / "pipeline.zarr")
+    tile, tile_id = store.read_tile(0, extras=False), store.record(0).tile_id
+    return all(np.array_equal(x, np.load(work / "naive" / f"{tile_id}_t{t}_{b}.npy"))
+               for t, d in tile.features.items() for b, x in d.items())
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=MODELS, default="tiny")
+    p.add_argument("--tiles", type=int, default=32)
+    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--stride", type=int, default=128, help="grid step in px; smaller gives more (overlapping) tiles")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2, help="pipeline decode workers")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="pipeline compute dtype")
+    p.add_argument("--timesteps", default="50,150")
+    p.add_argument("--blocks", default="up1,up2")
+    p.add_argument("--repeat", type=int, default=3, help="rounds of both contestants; medians are printed")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--profile", action="store_true", help="also print wall time by stage")
+    p.add_argument("--dir", default=None, help="where the stores and .npy files go (a temporary folder inside)")
+    args = p.parse_args(argv)
+    args.timesteps = tuple(int(t) for t in args.timesteps.split(","))
+    args.blocks = tuple(b.strip() for b in args.blocks.split(","))
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            p.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device; "
+                    "run on a GPU machine with a CUDA build of torch, or use --device cpu")
+    elif args.model == "reference" and args.tiles > CPU_REFERENCE_MAX_TILES:
+        p.error(f"--model reference on the CPU costs seconds per tile per timestep: use --tiles "
+                f"{CPU_REFERENCE_MAX_TILES} (a smoke run), or --device cuda")
+    if args.tiles < 1 or args.repeat < 1:
+        p.error("--tiles and --repeat must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pathsegdiff.extract.features import FeatureConfig, FeatureExtractor
+
+    args = _parse(argv)
+    torch.set_num_threads(args.threads)
+    print(f"{args.tiles} tiles of {args.tile_size} px (target_image.png + cmu_small_region.svs), model "
+          f"{args.model}, blocks {','.join(args.blocks)}, t {','.join(map(str, args.timesteps))}, device "
+          f"{args.device}, {args.threads} torch thread(s), {args.repeat} round(s)", flush=True)
+    ldm = build_ldm(args.model, args.device)
+    extractor = FeatureExtractor(ldm, FeatureConfig(blocks=args.blocks, timesteps=args.timesteps))
+    _warm_up(extractor, args.tile_size, args.device, {"fp32", args.dtype})
+    work = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=args.dir))
+    try:
+        pipe, naive, model_only = [], [], []
+        for r in range(args.repeat):
+            if r % 2 == 0:
+                pipe.append(run_pipeline(args, ldm, extractor, work / "pipeline.zarr"))
+                naive.append(run_naive(args, extractor, work / "naive"))
+            else:
+                naive.append(run_naive(args, extractor, work / "naive"))
+                pipe.append(run_pipeline(args, ldm, extractor, work / "pipeline.zarr"))
+            model_only.append(run_model_only(args, ldm, extractor))
+            print(f"round {r + 1}: naive {naive[-1]['tiles_per_s']:.2f}, pipeline {pipe[-1]['tiles_per_s']:.2f} "
+                  f"tiles/s ({pipe[-1]['tiles_per_s'] / naive[-1]['tiles_per_s']:.2f}x)", flush=True)
+        med = {name: median(p[name] for p in pipe) for name in ("seconds", "tiles_per_s", "model_share")}
+        gpu = [p["gpu_utilisation"] for p in pipe if p["gpu_utilisation"] is not None]
+        naive_s, naive_rate = median(n["seconds"] for n in naive), median(n["tiles_per_s"] for n in naive)
+
+        print(f"\nmedian of {args.repeat}{'':22}{'naive':>12}{'pipeline':>12}")
+        for label, a, b in (("", "batch 1", f"batch {args.batch_size}"), ("", "fp32", args.dtype),
+                            ("", "np.save", f"{args.workers} workers")):
+            print(f"{label:34}{a:>12}{b:>12}")
+        print(f"{'wall s':34}{naive_s:>12.2f}{med['seconds']:>12.2f}")
+        print(f"{'tiles/s':34}{naive_rate:>12.2f}{med['tiles_per_s']:>12.2f}")
+        print(f"pipeline / naive: {med['tiles_per_s'] / naive_rate:.2f}x")
+        print(f"model busy: {med['model_share']:.0%} of the pipeline's wall time")
+        print(f"model only (tiles decoded beforehand): {median(model_only):.2f} tiles/s; "
+              f"end to end {med['tiles_per_s']:.2f} tiles/s")
+        if gpu:
+            print(f"GPU utilisation during the pipeline: {median(gpu):.0f} % (nvidia-smi, median of the rounds)")
+        if args.dtype == "fp32" and not args.device.startswith("cuda"):
+            print(f"first tile's features identical in store and .npy: {same_features(work)}")
+        if args.profile:
+            prof = run_profile(args, ldm, extractor, work / "profile.zarr")
+            total = prof["seconds"]
+            print(f"\nprofile: synchronous loop, batch {args.batch_size}, {args.dtype}, {prof['tiles']} tiles, "
+                  f"{total:.2f} s ({prof['tiles'] / total:.2f} tiles/s)")
+            for name, s in prof["stages"].items():
+                print(f"  {name:22}{s:8.2f} s {s / total:7.1%}")
+            rest = total - sum(prof["stages"].values())
+            print(f"  {'(other: store setup)':22}{rest:8.2f} s {rest / total:7.1%}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
