@@ -322,6 +322,21 @@ def predict_cmd(
                f"({summary['outputs']['mask']}, overlay.png, regions.geojson, prediction.json)")
 
 
+@app.command("demo")
+@guarded
+def demo_cmd(
+    out: Annotated[str, typer.Option("-o", "--out", help="Output directory.")] = "demo_out",
+    slide: Annotated[str | None, typer.Option(help="Another H&E slide instead of the bundled CC0 one.")] = None,
+    epochs: Annotated[int, typer.Option(help="Most training epochs for the head.")] = 15,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """The whole job on a real H&E slide with the tiny model: extract, train, evaluate, predict."""
+    from pathsegdiff.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(epochs=epochs, **({"slide": slide} if slide else {}))
+    run_demo(out, cfg, overwrite=overwrite, echo=typer.echo)
+
+
 @app.command("doctor")
 @guarded
 def doctor_cmd(
