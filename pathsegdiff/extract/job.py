@@ -178,15 +178,18 @@ def _preflight(schema: StoreSchema, n_todo: int, where: str) -> str:
 
 
 def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(),
-                   progress: bool = True, echo=print) -> ExtractSummary:
-    """Fill (or resume) the store at ``store`` with features of every tile of ``source``."""
+                   progress: bool = True, echo=print, ldm=None) -> ExtractSummary:
+    """Fill (or resume) the store at ``store`` with features of every tile of ``source``.
+
+    ``ldm``: an already-built model to use instead of loading ``cfg.model`` (benchmarks, tests).
+    """
     from tqdm import tqdm
 
     store = str(store)
     t0 = time.perf_counter()
     if not len(source):
         raise InputError(f"{getattr(source, 'root', '') or 'source'}: no tiles to extract")
-    ldm = load_model(cfg.model, device=cfg.device)
+    ldm = load_model(cfg.model, device=cfg.device) if ldm is None else ldm
     if ldm.untrained:
         echo(f"model {ldm.model_id}: weights are seeded, NOT trained; use it to test the pipeline, not for science")
     cond = make_conditioner(cfg.conditioning, ldm, device=cfg.device)
