@@ -101,13 +101,13 @@ def test_bad_head_checkpoint_is_refused_clearly(head, tmp_path, case):
         assert "head.safetensors does not match head.json" in str(err.value)
 
 
-def test_safetensors_header_lying_about_its_data(head, tmp_path):
+def test_safetensors_header_lying_about_its_data(head, store, tmp_path):
     d = damaged_copy(head, tmp_path)
     header = json.dumps({"w": {"dtype": "F32", "shape": [10**9], "data_offsets": [0, 4 * 10**9]}}).encode()
     (d / WEIGHTS).write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 64)
     with pytest.raises(InputError, match="cannot load the head checkpoint"):
         load_head(d)
-    r = runner.invoke(app, ["evaluate", str(d), "--store", str(head.parent.parent / "store" / "s.zarr")])
+    r = runner.invoke(app, ["evaluate", str(d), "--store", str(store)])
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit) and str(d) in r.output
 
 
