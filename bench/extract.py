@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import shutil
 import subprocess
 import sys
@@ -167,15 +166,7 @@ def run_pipeline(args, ldm, extractor, store: Path) -> dict:
     cfg = job.ExtractConfig(features=extractor.cfg, batch_size=args.batch_size, device=args.device,
                             dtype=args.dtype, workers=args.workers, overwrite=True)
     gpu = GpuUtilisation(args.device)
-    kwargs = dict(progress=False, echo=lambda line: None)
-    if "ldm" in inspect.signature(job.run_extraction).parameters:
-        summary = job.run_extraction(source, store, cfg, ldm=ldm, **kwargs)
-    else:  # run_extraction builds its model from cfg.model; hand it the one built and warmed up here
-        load_model, job.load_model = job.load_model, lambda spec, device="cpu": ldm
-        try:
-            summary = job.run_extraction(source, store, cfg, **kwargs)
-        finally:
-            job.load_model = load_model
+    summary = job.run_extraction(source, store, cfg, progress=False, echo=lambda line: None, ldm=ldm)
     utilisation = gpu.stop()
     if summary.failed or summary.written != len(source):
         raise SystemExit(f"pipeline wrote {summary.written} of {len(source)} tiles; failed: {summary.failed}")
@@ -290,7 +281,8 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tile-size", type=int, default=256)
     p.add_argument("--stride", type=int, default=128, help="grid step in px; smaller gives more (overlapping) tiles")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2, help="pipeline decode workers")
+    p.add_argument("--workers", type=int, default=None,
+                   help="pipeline decode workers (default: the job's own, 0 on a 2-core machine)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="pipeline compute dtype")
     p.add_argument("--timesteps", default="50,150")
@@ -300,6 +292,10 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="also print wall time by stage")
     p.add_argument("--dir", default=None, help="where the stores and .npy files go (a temporary folder inside)")
     args = p.parse_args(argv)
+    if args.workers is None:
+        from pathsegdiff.extract.job import ExtractConfig
+
+        args.workers = ExtractConfig().workers
     args.timesteps = tuple(int(t) for t in args.timesteps.split(","))
     args.blocks = tuple(b.strip() for b in args.blocks.split(","))
     if args.device.startswith("cuda"):

@@ -198,7 +198,9 @@ def extract_cmd(
     codec: Annotated[str, typer.Option(help="Feature codec: none, lz4, zstd, bitround7-zstd (lossy).")] = "none",
     tile_size: Annotated[int, typer.Option(help="Tile size in pixels.")] = 256,
     stride: Annotated[int | None, typer.Option(help="Tile stride in pixels (default: the tile size).")] = None,
-    mpp: Annotated[float | None, typer.Option(help="Target resolution in um/px (slides default to 0.5).")] = None,
+    mpp: Annotated[float | None, typer.Option(help="Target resolution in um/px (slides and BCSS default to 0.5, images keep theirs).")] = None,
+    source_mpp: Annotated[float | None, typer.Option(help="Resolution of the input in um/px, when its files do not record it.")] = None,
+    split: Annotated[str, typer.Option(help="Split of every tile of a plain folder or slide: train, val, test or empty.")] = "",
     min_tissue: Annotated[float, typer.Option(help="Slides: tissue fraction a tile needs.")] = 0.5,
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names when there is no classes.txt.")] = None,
     workers: Annotated[int | None, typer.Option(help="Decode worker processes (default: 0 on 2 cores, else up to 4).")] = None,
@@ -214,7 +216,8 @@ def extract_cmd(
     from pathsegdiff.extract.job import ExtractConfig, run_extraction
 
     src = open_source(source, SourceConfig(dataset=dataset, tile_size=tile_size, stride=stride, target_mpp=mpp,
-                                           class_names=split_list(classes), min_tissue=min_tissue))
+                                           mpp=source_mpp, class_names=split_list(classes), split=split,
+                                           min_tissue=min_tissue))
     feats = FeatureConfig(blocks=split_list(blocks), timesteps=split_list(timesteps, int), draws=draws, seed=seed)
     cfg = ExtractConfig(model=model, conditioning=conditioning, features=feats, batch_size=batch_size,
                         device=device, dtype=dtype, codec=codec, workers=workers, limit=limit,

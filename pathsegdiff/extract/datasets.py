@@ -29,6 +29,7 @@ from pathlib import Path
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.extract.images import IMAGE_EXTENSIONS
 from pathsegdiff.extract.sources import IGNORE, ImageEntry, ImageListSource, TileSource
+from pathsegdiff.store.schema import SPLITS
 
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".mrxs", ".vms", ".bif", ".svslide", ".tif", ".tiff")
 DATASETS = ("folder", "bcss", "glas", "slide")
@@ -54,6 +55,10 @@ class SourceConfig:
     class_names: tuple[str, ...] | None = None
     split: str = ""
     min_tissue: float = 0.5  # slides: tissue fraction a tile needs
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"--split must be one of train, val, test or empty, got {self.split!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -160,7 +160,7 @@ class ImageListSource(TileSource):
             if self.target_mpp and math.isnan(e.native_mpp):  # resample_factor would silently give 1.0
                 raise InputError(f"{e.image}: its resolution is unknown, so it cannot be resampled to "
                                  f"{self.target_mpp} um/px; drop --mpp to tile it at its own resolution, or declare "
-                                 "its um/px (SourceConfig.mpp)")
+                                 "its um/px with --source-mpp")
             f = resample_factor(e.native_mpp, self.target_mpp)
             size = (round(w * f), round(h * f))
             self._sizes.append(size)

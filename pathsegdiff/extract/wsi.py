@@ -70,7 +70,7 @@ class SlideSource(TileSource):
         slide = self._open()
         native = mpp or slide.properties.get("tiffslide.mpp-x")
         if not native:
-            raise InputError(f"{self.path}: the slide does not record its resolution (mpp); pass --mpp")
+            raise InputError(f"{self.path}: the slide does not record its resolution (mpp); declare it with --source-mpp")
         self.native_mpp = float(native)
         f = resample_factor(self.native_mpp, target_mpp)
         self.tile_mpp = self.native_mpp / f
