@@ -138,10 +138,11 @@ class _Writer:
         self._raise()
         self.q.put(job)
 
-    def close(self) -> None:
+    def close(self, raise_error: bool = True) -> None:
         self.q.put(None)
         self.thread.join()
-        self._raise()
+        if raise_error:
+            self._raise()
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -233,8 +234,10 @@ def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractCon
                         writer.put(lambda idx=[i for i, _ in good], b=batch: w.write(idx, b))
                         summary.written += len(good)
                     bar.update(len(items))
-        finally:
-            writer.close()  # finish what was computed, even on Ctrl-C; then the lock is released
+        except BaseException:
+            writer.close(raise_error=False)  # finish what was computed, even on Ctrl-C; keep the first error
+            raise
+        writer.close()
     summary.seconds = time.perf_counter() - t0
     return summary
 

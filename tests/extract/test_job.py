@@ -135,3 +135,42 @@ def test_bad_options_fail_before_any_work(tmp_path):
     code, output = extract(TILES, tmp_path / "s.zarr", "--dtype", "fp8")
     assert code == 1 and "fp8" in output
     assert not (tmp_path / "s.zarr").exists()
+
+
+class _InterruptedSource:
+    """The he_tiles folder, but Ctrl-C arrives while decoding tile ``at``."""
+
+    def __init__(self, at: int):
+        from pathsegdiff.extract.datasets import SourceConfig, open_source
+
+        self.inner, self.at = open_source(TILES, SourceConfig(tile_size=64, stride=32)), at
+        self.records, self.tile_size = self.inner.records, 64
+        self.class_names, self.has_instances = self.inner.class_names, False
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, i: int):
+        if i == self.at:
+            raise KeyboardInterrupt
+        return self.inner.load(i)
+
+    def describe(self) -> dict:
+        return {"kind": "interrupted"}
+
+
+def test_ctrl_c_finishes_computed_batches_and_leaves_no_lock(tiny, reference, tmp_path):
+    from pathsegdiff.extract.job import ExtractConfig, run_extraction
+    from pathsegdiff.store.schema import LOCK_NAME
+
+    out = tmp_path / "c.zarr"
+    cfg = ExtractConfig(batch_size=4, workers=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_extraction(_InterruptedSource(at=10), out, cfg, progress=False, echo=lambda line: None, ldm=tiny)
+    assert not (out / LOCK_NAME).exists()
+    fs = open_store(out)
+    assert list(fs.written()) == list(range(8))  # the two batches computed before tile 10 were written
+    assert verify_store(out).ok
+    code, output = extract(TILES, out, "--batch-size", "4")  # the CLI resumes the same store
+    assert code == 0, output
+    assert data_bytes(out) == data_bytes(reference)
