@@ -198,7 +198,9 @@ def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractCon
     extractor = FeatureExtractor(ldm, cfg.features)
     provenance = {"model": cfg.model, "model_id": ldm.model_id, "weights_sha256": ldm.weights_sha256,
                   "source": source.describe(), "extract": cfg.to_dict(), "command": " ".join(sys.argv),
-                  "torch_version": torch.__version__, "device": cfg.device, "pathsegdiff_version": __version__}
+                  "torch_version": torch.__version__, "device": cfg.device,
+                  # CPU features differ in their last bits between thread counts: record it
+                  "torch_threads": torch.get_num_threads(), "pathsegdiff_version": __version__}
     summary = ExtractSummary(store, len(source))
     with open_or_create(store, schema, source.records, provenance, overwrite=cfg.overwrite) as w:
         todo = w.missing()

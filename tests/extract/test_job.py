@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from pathsegdiff.cli import app
@@ -24,6 +25,20 @@ DATA = Path(__file__).parents[1] / "data"
 TILES = DATA / "he_tiles"
 ARGS = ["--tile-size", "64", "--stride", "32", "--quiet"]  # 36 tiles from six 128x96 crops
 runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for every run compared here, in this process and in subprocesses.
+
+    On the CPU the features depend on torch's intra-op thread count (tiny model,
+    fp32: up to 1e-5 apart between 1 and 2 threads, enough to flip float16 bits),
+    and other test modules' fixtures change it for the whole process.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def extract(src, out, *extra):
@@ -70,7 +85,8 @@ def test_batch_size_does_not_change_a_bit(reference, tmp_path):
 def test_sigkill_then_resume_gives_the_same_store(reference, tmp_path):
     out = tmp_path / "k.zarr"
     cmd = [sys.executable, "-m", "pathsegdiff.cli", "extract", str(TILES), "-o", str(out), *ARGS, "--batch-size", "4"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # as this process (one_thread)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once some, not all, tiles are written
         try:
