@@ -164,7 +164,7 @@ def run_pipeline(args, ldm, extractor, store: Path) -> dict:
 
     source = bench_source(args.tiles, args.tile_size, args.stride)
     cfg = job.ExtractConfig(features=extractor.cfg, batch_size=args.batch_size, device=args.device,
-                            dtype=args.dtype, workers=args.workers, overwrite=True)
+                            dtype=args.dtype, decode_workers=args.decode_workers, overwrite=True)
     gpu = GpuUtilisation(args.device)
     summary = job.run_extraction(source, store, cfg, progress=False, echo=lambda line: None, ldm=ldm)
     utilisation = gpu.stop()
@@ -281,7 +281,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tile-size", type=int, default=256)
     p.add_argument("--stride", type=int, default=128, help="grid step in px; smaller gives more (overlapping) tiles")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--decode-workers", type=int, default=None,
                    help="pipeline decode workers (default: the job's own, 0 on a 2-core machine)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="pipeline compute dtype")
@@ -292,10 +292,10 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="also print wall time by stage")
     p.add_argument("--dir", default=None, help="where the stores and .npy files go (a temporary folder inside)")
     args = p.parse_args(argv)
-    if args.workers is None:
+    if args.decode_workers is None:
         from pathsegdiff.extract.job import ExtractConfig
 
-        args.workers = ExtractConfig().workers
+        args.decode_workers = ExtractConfig().decode_workers
     args.timesteps = tuple(int(t) for t in args.timesteps.split(","))
     args.blocks = tuple(b.strip() for b in args.blocks.split(","))
     if args.device.startswith("cuda"):
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"\nmedian of {args.repeat}{'':22}{'naive':>12}{'pipeline':>12}")
         for label, a, b in (("", "batch 1", f"batch {args.batch_size}"), ("", "fp32", args.dtype),
-                            ("", "np.save", f"{args.workers} workers")):
+                            ("", "np.save", f"{args.decode_workers} decode workers")):
             print(f"{label:34}{a:>12}{b:>12}")
         print(f"{'wall s':34}{naive_s:>12.2f}{med['seconds']:>12.2f}")
         print(f"{'tiles/s':34}{naive_rate:>12.2f}{med['tiles_per_s']:>12.2f}")

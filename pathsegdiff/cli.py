@@ -203,7 +203,11 @@ def extract_cmd(
     split: Annotated[str, typer.Option(help="Split of every tile of a plain folder or slide: train, val, test or empty.")] = "",
     min_tissue: Annotated[float, typer.Option(help="Slides: tissue fraction a tile needs.")] = 0.5,
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names when there is no classes.txt.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Decode worker processes (default: 0 on 2 cores, else up to 4).")] = None,
+    decode_workers: Annotated[int | None, typer.Option(help="Decode worker processes (default: 0 on 2 cores, else up to 4).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's own); CPU features depend on it in their last bits.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Run on the dask.distributed cluster of this scheduler (tcp://host:8786).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Run on a local dask cluster of this many worker processes (one per GPU with --device cuda).")] = None,
+    shard_tiles: Annotated[int, typer.Option(help="Tiles per shard object of each array (1: one object per tile; more for object stores).")] = 1,
     limit: Annotated[int | None, typer.Option(help="Extract at most this many tiles in this run.")] = None,
     skip_errors: Annotated[bool, typer.Option("--skip-errors", help="Record unreadable tiles and go on.")] = False,
     store_latent: Annotated[bool, typer.Option("--store-latent", help="Also store the VAE latent z0.")] = False,
@@ -211,18 +215,32 @@ def extract_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Run the diffusion model once per tile and fill (or resume) a feature store."""
+    import os
+
     from pathsegdiff.extract.datasets import SourceConfig, open_source
     from pathsegdiff.extract.features import FeatureConfig
     from pathsegdiff.extract.job import ExtractConfig, run_extraction
 
+    cluster = None
+    if scheduler is not None or workers is not None:
+        from pathsegdiff.extract.distributed import ClusterConfig
+
+        cluster = ClusterConfig(scheduler=scheduler, workers=workers)
+        source = os.path.abspath(source)  # workers may run in another directory
     src = open_source(source, SourceConfig(dataset=dataset, tile_size=tile_size, stride=stride, target_mpp=mpp,
                                            mpp=source_mpp, class_names=split_list(classes), split=split,
                                            min_tissue=min_tissue))
     feats = FeatureConfig(blocks=split_list(blocks), timesteps=split_list(timesteps, int), draws=draws, seed=seed)
     cfg = ExtractConfig(model=model, conditioning=conditioning, features=feats, batch_size=batch_size,
-                        device=device, dtype=dtype, codec=codec, workers=workers, limit=limit,
-                        skip_errors=skip_errors, overwrite=overwrite, store_latent=store_latent)
-    summary = run_extraction(src, out, cfg, progress=not quiet, echo=typer.echo)
+                        device=device, dtype=dtype, codec=codec, decode_workers=decode_workers, threads=threads,
+                        shard_tiles=shard_tiles, limit=limit, skip_errors=skip_errors, overwrite=overwrite,
+                        store_latent=store_latent)
+    if cluster is not None:
+        from pathsegdiff.extract.distributed import run_distributed
+
+        summary = run_distributed(src, out, cfg, cluster, progress=not quiet, echo=typer.echo)
+    else:
+        summary = run_extraction(src, out, cfg, progress=not quiet, echo=typer.echo)
     typer.echo(summary.line())
     for tile_id, reason in list(summary.failed.items())[:20]:
         typer.echo(f"  skipped {tile_id}: {reason}", err=True)

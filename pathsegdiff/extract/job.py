@@ -1,6 +1,8 @@
-"""The extraction job: decode tiles in workers, run the model, write in the background, resume.
+"""The extraction job: decode tiles, run the model, write in the background, resume.
 
-One resumable per-item loop:
+One resumable per-item loop, :func:`extract_tiles`, shared by the
+single-process job (:func:`run_extraction`) and the workers of a distributed
+run (``distributed.py``):
 
 - the store is created or reopened first (identity checked, so a mismatch is
   refused before any model work), and only tiles whose status is ``todo``
@@ -14,6 +16,10 @@ One resumable per-item loop:
 - on any exit, Ctrl-C included, the writer finishes the batches already
   computed and the store lock is released: what the status says is written
   is complete, and a rerun resumes.
+
+On the CPU, features differ in their last bits between torch intra-op thread
+counts: ``threads`` fixes the count (``None``: torch's default), and the
+count used is recorded in the provenance.
 """
 
 from __future__ import annotations
@@ -55,7 +61,9 @@ class ExtractConfig:
     device: str = "cpu"
     dtype: str = "fp32"  # compute dtype; the store holds float16 whatever this is
     codec: str = DEFAULT_CODEC
-    workers: int | None = None  # decode processes; None: none on a 2-core machine, else up to 4
+    decode_workers: int | None = None  # decode processes; None: none on a 2-core machine, else up to 4
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+    shard_tiles: int = 1  # >1: tile arrays sharded, this many tiles per shard object (remote stores)
     limit: int | None = None  # at most this many tiles this run
     skip_errors: bool = False
     overwrite: bool = False
@@ -65,12 +73,13 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.workers is None:  # decoding in-process beats competing with the model for 2 cores
-            object.__setattr__(self, "workers", 0 if (os.cpu_count() or 1) <= 2 else min(4, os.cpu_count() // 2))
-        if self.batch_size < 1 or self.workers < 0 or (self.limit is not None and self.limit < 0):
-            raise ConfigError("batch size must be >= 1, workers >= 0 and limit >= 0")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
+        if self.decode_workers is None:  # decoding in-process beats competing with the model for 2 cores
+            cores = os.cpu_count() or 1
+            object.__setattr__(self, "decode_workers", 0 if cores <= 2 else min(4, cores // 2))
+        if self.batch_size < 1 or self.decode_workers < 0 or (self.limit is not None and self.limit < 0):
+            raise ConfigError("batch size must be >= 1, decode workers >= 0 and limit >= 0")
+        if (self.threads is not None and self.threads < 1) or self.shard_tiles < 1:
+            raise ConfigError("--threads and --shard-tiles must be >= 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,6 +106,34 @@ class ExtractSummary:
                 f"{self.seconds:.1f} s, {self.tiles_per_s:.2f} tiles/s -> {self.store}")
 
 
+@dataclass
+class Model:
+    """The model, its conditioner and feature hooks on the device: loaded once, used for every batch."""
+
+    ldm: object
+    cond: object
+    extractor: FeatureExtractor
+    autocast: object
+
+    @classmethod
+    def load(cls, cfg: ExtractConfig, ldm=None) -> Model:
+        """``ldm``: an already-built model to use instead of loading ``cfg.model`` (benchmarks, tests)."""
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
+        ldm = load_model(cfg.model, device=cfg.device) if ldm is None else ldm
+        cond = make_conditioner(cfg.conditioning, ldm, device=cfg.device)
+        autocast = (torch.autocast(device_type=torch.device(cfg.device).type, dtype=DTYPES[cfg.dtype])
+                    if cfg.dtype != "fp32" else contextlib.nullcontext())
+        return cls(ldm, cond, FeatureExtractor(ldm, cfg.features), autocast)
+
+    def facts(self) -> dict:
+        """What the provenance records of the model, and a warning for seeded weights."""
+        ldm = self.ldm
+        warning = (f"model {ldm.model_id}: weights are seeded, NOT trained; use it to test the pipeline, "
+                   "not for science") if ldm.untrained else ""
+        return {"model_id": ldm.model_id, "weights_sha256": ldm.weights_sha256, "warning": warning}
+
+
 class _Decode(Dataset):
     """Decodes tile ``todo[k]``; an unreadable tile comes back as its error message."""
 
@@ -121,8 +158,8 @@ def _collate(items):
 class _Writer:
     """A background thread writing batches in order; its first error is re-raised in the caller."""
 
-    def __init__(self, writer, depth: int):
-        self.writer, self.q, self.error = writer, queue.Queue(maxsize=depth), None
+    def __init__(self, depth: int):
+        self.q, self.error = queue.Queue(maxsize=depth), None
         self.thread = threading.Thread(target=self._run, name="pathsegdiff-writer", daemon=True)
         self.thread.start()
 
@@ -162,10 +199,20 @@ def build_schema(source: TileSource, ldm, cond, cfg: ExtractConfig) -> StoreSche
         s = source.tile_size // ldm.downsample
         latent = (ldm.latent_channels, s, s)
     return StoreSchema(spec, n_tiles=len(source), class_names=tuple(source.class_names), ssl_dim=cond.dim,
-                       latent_shape=latent, store_instances=bool(getattr(source, "has_instances", False)))
+                       latent_shape=latent, store_instances=bool(getattr(source, "has_instances", False)),
+                       shard_tiles=cfg.shard_tiles)
 
 
-def _preflight(schema: StoreSchema, n_todo: int, where: str) -> str:
+def provenance(source: TileSource, cfg: ExtractConfig, facts: dict, **extra) -> dict:
+    """The store's provenance: what ran, on what, with which settings."""
+    return {"model": cfg.model, "model_id": facts["model_id"], "weights_sha256": facts["weights_sha256"],
+            "source": source.describe(), "extract": cfg.to_dict(), "command": " ".join(sys.argv),
+            "torch_version": torch.__version__, "device": cfg.device,
+            # CPU features differ in their last bits between thread counts: record it
+            "torch_threads": cfg.threads or torch.get_num_threads(), "pathsegdiff_version": __version__, **extra}
+
+
+def preflight(schema: StoreSchema, n_todo: int, where: str) -> str:
     per = schema.bytes_per_tile()
     line = f"{n_todo} of {schema.n_tiles} tiles to extract, {per / 2**20:.2f} MiB per tile, " \
            f"about {n_todo * per / 2**30:.2f} GiB to write"
@@ -178,9 +225,16 @@ def _preflight(schema: StoreSchema, n_todo: int, where: str) -> str:
     return line
 
 
+def log_failures(store: str, ids, reasons) -> None:
+    """Append unreadable tiles to STORE.errors.log (local stores only)."""
+    if "://" not in store:
+        with Path(store + ".errors.log").open("a") as f:
+            f.writelines(f"{tid}\t{r}\n" for tid, r in zip(ids, reasons))
+
+
 def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(),
                    progress: bool = True, echo=print, ldm=None) -> ExtractSummary:
-    """Fill (or resume) the store at ``store`` with features of every tile of ``source``.
+    """Fill (or resume) the store at ``store`` with features of every tile of ``source``, in this process.
 
     ``ldm``: an already-built model to use instead of loading ``cfg.model`` (benchmarks, tests).
     """
@@ -190,66 +244,76 @@ def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractCon
     t0 = time.perf_counter()
     if not len(source):
         raise InputError(f"{getattr(source, 'root', '') or 'source'}: no tiles to extract")
-    ldm = load_model(cfg.model, device=cfg.device) if ldm is None else ldm
-    if ldm.untrained:
-        echo(f"model {ldm.model_id}: weights are seeded, NOT trained; use it to test the pipeline, not for science")
-    cond = make_conditioner(cfg.conditioning, ldm, device=cfg.device)
-    schema = build_schema(source, ldm, cond, cfg)
-    extractor = FeatureExtractor(ldm, cfg.features)
-    provenance = {"model": cfg.model, "model_id": ldm.model_id, "weights_sha256": ldm.weights_sha256,
-                  "source": source.describe(), "extract": cfg.to_dict(), "command": " ".join(sys.argv),
-                  "torch_version": torch.__version__, "device": cfg.device,
-                  # CPU features differ in their last bits between thread counts: record it
-                  "torch_threads": torch.get_num_threads(), "pathsegdiff_version": __version__}
-    summary = ExtractSummary(store, len(source))
-    with open_or_create(store, schema, source.records, provenance, overwrite=cfg.overwrite) as w:
-        todo = w.missing()
-        summary.already_written = int((w.status() != 0).sum())
-        if cfg.limit is not None:
-            todo = todo[: cfg.limit]
-        echo(_preflight(schema, len(todo), store))
-        loader = DataLoader(_Decode(source, todo), batch_size=cfg.batch_size, num_workers=cfg.workers,
-                            collate_fn=_collate, persistent_workers=False)
-        writer = _Writer(w, cfg.queue_batches)
-        log_path = Path(store + ".errors.log") if "://" not in store else None
-        autocast = (torch.autocast(device_type=torch.device(cfg.device).type, dtype=DTYPES[cfg.dtype])
-                    if cfg.dtype != "fp32" else contextlib.nullcontext())
-        try:
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        model = Model.load(cfg, ldm)
+        if model.facts()["warning"]:
+            echo(model.facts()["warning"])
+        schema = build_schema(source, model.ldm, model.cond, cfg)
+        summary = ExtractSummary(store, len(source))
+        with open_or_create(store, schema, source.records, provenance(source, cfg, model.facts()),
+                            overwrite=cfg.overwrite) as w:
+            todo = w.missing()
+            summary.already_written = int((w.status() != 0).sum())
+            if cfg.limit is not None:
+                todo = todo[: cfg.limit]
+            echo(preflight(schema, len(todo), store))
             with tqdm(total=len(todo), unit="tile", desc="extract", disable=not progress, smoothing=0.1) as bar:
-                for items in loader:
-                    bad = [(i, err) for i, _, err in items if err is not None]
-                    if bad:
-                        ids = w.tile_ids([i for i, _ in bad])
-                        if not cfg.skip_errors:
-                            raise InputError(f"{bad[0][1]} (tile {ids[0]}; --skip-errors records such tiles and goes on)")
-                        reasons = [f"unreadable: {err}" for _, err in bad]
-                        summary.failed.update(zip(map(str, ids), reasons))
-                        writer.put(lambda b=[i for i, _ in bad], r=reasons: w.mark_failed(b, r))
-                        if log_path:
-                            with log_path.open("a") as f:
-                                f.writelines(f"{tid}\t{r}\n" for tid, r in zip(ids, reasons))
-                    good = [(i, s) for i, s, err in items if err is None]
-                    if good:
-                        tm = time.perf_counter()
-                        batch = _compute(good, w, ldm, cond, extractor, schema, autocast)
-                        summary.model_seconds += time.perf_counter() - tm
-                        writer.put(lambda idx=[i for i, _ in good], b=batch: w.write(idx, b))
-                        summary.written += len(good)
-                    bar.update(len(items))
-        except BaseException:
-            writer.close(raise_error=False)  # finish what was computed, even on Ctrl-C; keep the first error
-            raise
-        writer.close()
+                extract_tiles(source, todo, w, model, cfg, summary, on_batch=bar.update,
+                              on_failed=lambda ids, reasons: log_failures(store, ids, reasons))
+    finally:
+        torch.set_num_threads(threads_before)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _compute(good, w, ldm, cond, extractor, schema: StoreSchema, autocast) -> TileBatch:
+def extract_tiles(source: TileSource, todo: np.ndarray, w, model: Model, cfg: ExtractConfig,
+                  summary: ExtractSummary, on_batch=lambda n: None, on_failed=lambda ids, reasons: None,
+                  stop=lambda: False) -> None:
+    """Decode, compute and write tiles ``todo`` through the writer ``w``: the loop every run shares.
+
+    ``w.write`` and ``w.mark_failed`` run in a background thread, in order; the
+    batches computed before an error, Ctrl-C or ``stop()`` are written before
+    this returns or raises.
+    """
+    loader = DataLoader(_Decode(source, todo), batch_size=cfg.batch_size, num_workers=cfg.decode_workers,
+                        collate_fn=_collate, persistent_workers=False)
+    writer = _Writer(cfg.queue_batches)
+    try:
+        for items in loader:
+            bad = [(i, err) for i, _, err in items if err is not None]
+            if bad:
+                ids = w.tile_ids([i for i, _ in bad])
+                if not cfg.skip_errors:
+                    raise InputError(f"{bad[0][1]} (tile {ids[0]}; --skip-errors records such tiles and goes on)")
+                reasons = [f"unreadable: {err}" for _, err in bad]
+                summary.failed.update(zip(map(str, ids), reasons))
+                writer.put(lambda b=[i for i, _ in bad], r=reasons: w.mark_failed(b, r))
+                on_failed(ids, reasons)
+            good = [(i, s) for i, s, err in items if err is None]
+            if good:
+                tm = time.perf_counter()
+                batch = _compute(good, w, model, w.schema)
+                summary.model_seconds += time.perf_counter() - tm
+                writer.put(lambda idx=[i for i, _ in good], b=batch: w.write(idx, b))
+                summary.written += len(good)
+            on_batch(len(items))
+            if stop():
+                break
+    except BaseException:
+        writer.close(raise_error=False)  # finish what was computed, even on Ctrl-C; keep the first error
+        raise
+    writer.close()
+
+
+def _compute(good, w, model: Model, schema: StoreSchema) -> TileBatch:
     ids = list(w.tile_ids([i for i, _ in good]))
     rgb = torch.from_numpy(np.stack([s.rgb for _, s in good]))
-    with torch.no_grad(), autocast:
-        ssl = cond.embed(rgb, ids)
-        feats, z0 = extractor(rgb, ids, ssl)
+    with torch.no_grad(), model.autocast:
+        ssl = model.cond.embed(rgb, ids)
+        feats, z0 = model.extractor(rgb, ids, ssl)
     store_dtype = torch.float16 if schema.features.dtype == "float16" else torch.float32
     # Cast on the device: half the bytes to copy back, and the writer gets final values.
     features = {t: {b: x.to(store_dtype).cpu().numpy() for b, x in d.items()} for t, d in feats.items()}

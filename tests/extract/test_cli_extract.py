@@ -18,7 +18,7 @@ from pathsegdiff.store import open_store
 
 DATA = Path(__file__).parents[1] / "data"
 runner = CliRunner()
-FAST = ["--tile-size", "64", "--timesteps", "50", "--workers", "0", "--quiet"]
+FAST = ["--tile-size", "64", "--timesteps", "50", "--decode-workers", "0", "--quiet"]
 
 
 @pytest.fixture(scope="module")

@@ -180,7 +180,7 @@ def test_ctrl_c_finishes_computed_batches_and_leaves_no_lock(tiny, reference, tm
     from pathsegdiff.store.schema import LOCK_NAME
 
     out = tmp_path / "c.zarr"
-    cfg = ExtractConfig(batch_size=4, workers=0)
+    cfg = ExtractConfig(batch_size=4, decode_workers=0)
     with pytest.raises(KeyboardInterrupt):
         run_extraction(_InterruptedSource(at=10), out, cfg, progress=False, echo=lambda line: None, ldm=tiny)
     assert not (out / LOCK_NAME).exists()
