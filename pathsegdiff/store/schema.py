@@ -86,6 +86,9 @@ class FeatureSpec:
     dtype: str = "float16"
     codec: str = DEFAULT_CODEC
     model_config_sha256: str = ""
+    # The model's compute dtype: bf16 features differ from fp32 ones by 2-3 % (bench/numerics.py),
+    # a hundred times the float16 storage error, so a resume in another dtype must not mix them.
+    compute_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if not self.blocks:
@@ -104,6 +107,8 @@ class FeatureSpec:
         parse_codec(self.codec)
         if self.dtype not in ("float16", "float32"):
             raise SchemaError(f"storage dtype must be float16 or float32, got {self.dtype!r}")
+        if self.compute_dtype not in ("fp32", "bf16", "fp16"):
+            raise SchemaError(f"compute dtype must be fp32, bf16 or fp16, got {self.compute_dtype!r}")
 
     def block(self, name: str) -> BlockSpec:
         for b in self.blocks:

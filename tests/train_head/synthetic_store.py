@@ -47,13 +47,14 @@ def build_store(
     weights_sha256: str = "0" * 64,
     n_slides: int = 5,
     unwritten: int = 0,
+    compute_dtype: str = "fp32",
 ):
     """Create and fill a store; the last ``unwritten`` tiles stay todo."""
     rng = np.random.default_rng(seed)
     names = ["train"] * splits[0] + ["val"] * splits[1] + ["test"] * splits[2]
     names += [""] * (n_tiles - len(names))
     tiles = [TileRecord(f"t{i:03d}", f"S{i % n_slides}", 0, 0, 0.5, names[i]) for i in range(n_tiles)]
-    spec = FeatureSpec("synthetic", weights_sha256, BLOCKS, TIMESTEPS, tile_size=TILE)
+    spec = FeatureSpec("synthetic", weights_sha256, BLOCKS, TIMESTEPS, tile_size=TILE, compute_dtype=compute_dtype)
     schema = StoreSchema(spec, n_tiles=n_tiles, class_names=CLASSES if labels else (),
                          store_instances=instances and labels)
     lab = blob_labels(rng, n_tiles, len(CLASSES), TILE)

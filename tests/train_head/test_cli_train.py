@@ -11,6 +11,8 @@ from synthetic_store import build_store
 from typer.testing import CliRunner
 
 from pathsegdiff.cli import app, train_cmd
+from pathsegdiff.store import open_store
+from pathsegdiff.train_head.checkpoint import load_head
 from pathsegdiff.train_head.fit import TrainConfig
 
 runner = CliRunner()
@@ -117,6 +119,15 @@ def test_head_applied_to_a_store_of_another_identity(trained, tmp_path):
     run, _ = trained
     other = build_store(tmp_path / "other", n_tiles=10, splits=(4, 3, 3), weights_sha256="f" * 64)
     expect_error(invoke("evaluate", run, "--store", other), "features differ", "weights_sha256")
+
+
+def test_head_reads_a_store_of_another_compute_dtype(trained, tmp_path):
+    """bf16 features are another store identity (no mixing on resume), but a head may read them."""
+    run, _ = trained
+    bf16 = build_store(tmp_path / "bf16", n_tiles=10, splits=(4, 3, 3), compute_dtype="bf16")
+    r = invoke("evaluate", run, "--store", bf16, "--split", "test")
+    assert r.exit_code == 0, r.output
+    assert open_store(bf16).identity != load_head(run)[1].store_identity
 
 
 def test_evaluate_without_a_trained_head(learnable_store, tmp_path):
