@@ -3,7 +3,9 @@
 A tile is written all-or-nothing: its feature, label, rgb, ssl and latent
 chunks are written first (each chunk write is an atomic file replace in
 zarr's LocalStore), and only then is its status set to written.  A writer
-killed in between leaves status "todo", and a resume rewrites the tile.
+killed in between leaves status "todo", and a resume rewrites the tile; a
+writer killed inside a chunk write leaves zarr's temporary file, which the
+next writer removes (``partial.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathsegdiff.store import schema as S
 from pathsegdiff.store.codecs import checked_codecs, feature_codecs
 from pathsegdiff.store.location import Location, open_zarr_store, parse_location, redact
 from pathsegdiff.store.lock import StoreLock
+from pathsegdiff.store.partial import remove_partial_writes
 from pathsegdiff.store.reader import FeatureStore, read_root_attrs
 
 
@@ -78,6 +81,9 @@ class StoreWriter(FeatureStore):
         super().__init__(loc, writable=True)
         self._lock = lock
         self._status = np.asarray(self._array(S.STATUS)[:], dtype=np.uint8)
+        if lock is not None and lock.held and loc.local_dir is not None:
+            with write_errors(loc, "the clean-up of an interrupted write"):
+                remove_partial_writes(loc.local_dir)  # left by a writer killed mid-object
 
     # -- tile table ----------------------------------------------------------
     def append_tiles(self, records: Sequence[S.TileRecord]) -> np.ndarray:
