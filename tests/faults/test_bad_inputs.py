@@ -13,23 +13,24 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import synth
+from PIL import Image
 from typer.testing import CliRunner
 
 from heads import store_head, tiny_model_head
 from pathsegdiff.cli import app
 from pathsegdiff.errors import InputError, ModelLoadError
-from pathsegdiff.store import create_store
+from pathsegdiff.store import create_store, open_store
 from test_resume import store_bytes
 
 DATA = Path(__file__).parents[1] / "data"
 runner = CliRunner()
 
-# Verbs that take these inputs but do not exist yet in this suite's reach.  When the
-# extract command is covered here, run the images, the mask folders ("folders/...")
-# and the model directories through it like the verbs below.
-PENDING_VERBS = ["extract"]
+# Verbs that take these inputs but are not run through the corpus here yet (none left).
+PENDING_VERBS: list[str] = []
+EXTRACT = ["--tile-size", "64", "--timesteps", "50", "--batch-size", "4", "--quiet"]  # 4 tiles per 128 px image
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,11 @@ def clean_error(result, *needles) -> str | None:
     return f"error line lacks {missing}: {lines[0]}" if missing else None
 
 
+def count(verbs: str, inputs: int, runs: int) -> None:
+    """One line for the issue's closing note (``pytest -rP`` shows it): runs that all gave the clean error."""
+    print(f"COUNT {verbs}: {inputs} bad inputs, {runs} runs, {runs} clean one-line errors")
+
+
 def of_kind(corpus, kind: str, expect: str = "refuse") -> list[Path]:
     root, manifest = corpus
     return [root / k for k, v in manifest.items() if v["kind"] == kind and v["expect"] == expect]
@@ -112,6 +118,7 @@ def test_predict_on_every_image(corpus, tiny_head, store, tmp_path):
             problems.append(f"predict {image.name} should work: {code} {exc!r} {out[-300:]}")
     assert not problems, "\n".join(problems)
     assert refused == 2 * len(of_kind(corpus, "image"))
+    count("predict (from the model, and --store)", len(of_kind(corpus, "image")), refused)
     assert store_bytes(store) == before
 
 
@@ -137,6 +144,7 @@ def test_store_verbs_on_things_that_are_not_stores(corpus, store, tmp_path):
                 problems.append(f"{' '.join(map(str, args[:2]))} {bad.name}: {got}")
     assert not problems, "\n".join(problems)
     assert n == 9 * len(not_stores)
+    count("store info/verify/verify --manifest/ls/pack/copy x2, train, evaluate", len(not_stores), n)
     assert store_bytes(store) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("p", "c", "run"))]
 
@@ -167,6 +175,7 @@ def test_good_store_into_bad_destinations(corpus, store, tmp_path):
         if got:
             problems.append(f"{' '.join(map(str, args))}: {got}")
     assert not problems, "\n".join(problems)
+    count("store copy/pack, train, evaluate into bad destinations", len({c[1] for c in cases}), len(cases))
     assert store_bytes(store) == before
     assert (photos / "a.png").read_bytes() == photo_bytes and sorted(p.name for p in photos.iterdir()) == ["a.png"]
 
@@ -197,6 +206,7 @@ def test_evaluate_and_predict_with_bad_run_directories(corpus, store, tmp_path):
             if got:
                 problems.append(f"{args[0]} with run {name}: {got}")
     assert not problems, "\n".join(problems)
+    count("evaluate, predict with bad run directories", len(runs), 2 * len(runs))
     assert store_bytes(store) == before
 
 
@@ -220,11 +230,100 @@ def test_model_directories_refused_by_the_loader_and_by_predict(corpus, tiny_hea
         if got:
             problems.append(f"predict --model {model_dir.name}: {got}")
     assert not problems, "\n".join(problems)
+    n_models = len(of_kind(corpus, "model_dir"))
+    count("load_model (library), predict --model", n_models, 2 * n_models)
+    assert not list(root.glob("MARKER-*")), "a malicious checkpoint ran code"
+
+
+def two_image_folder(where: Path, corpus, image_b: Path | None = None, mask_b: Path | None = None) -> Path:
+    """Like the corpus's mask folders (classes.txt, images/, masks/), with a good image a and an image b.
+
+    b's image and mask are good ones unless ``image_b`` / ``mask_b`` replace them.
+    """
+    root, _ = corpus
+    good = root / "not_stores" / "photos" / "a.png"
+    (where / "images").mkdir(parents=True)
+    (where / "masks").mkdir()
+    shutil.copy(root / "folders" / "mask_wrong_size" / "classes.txt", where / "classes.txt")
+    mask = Image.fromarray((np.arange(128 * 128).reshape(128, 128) % 3).astype(np.uint8))
+    for stem, image, mask_file in (("a", good, None), ("b", image_b or good, mask_b)):
+        shutil.copy(image, where / "images" / f"{stem}{image.suffix}")
+        if mask_file:
+            shutil.copy(mask_file, where / "masks" / f"{stem}.png")
+        else:
+            mask.save(where / "masks" / f"{stem}.png")
+    return where
+
+
+@pytest.fixture(scope="module")
+def extract_store(corpus, tmp_path_factory):
+    """A store that ``extract`` filled in part from a good two-image folder: image a's 4 tiles, not b's.
+
+    Resuming it from a folder whose image b (or its mask) was since replaced by a bad
+    file reaches that file with the store open: the store must stay as it was.
+    """
+    tmp = tmp_path_factory.mktemp("extract")
+    good = two_image_folder(tmp / "good", corpus)
+    path = tmp / "s.zarr"
+    code, out, exc = cli("extract", good, "-o", path, *EXTRACT, "--limit", "4")
+    assert code == 0, (out, exc)
+    assert list(open_store(path).written()) == [0, 1, 2, 3]
+    return good, path
+
+
+def test_extract_on_every_bad_input(corpus, extract_store, tmp_path):
+    """Every bad image and mask folder through ``extract`` into a new store and into a store it resumes,
+    every bad model directory into that store, and every store-like thing as the destination."""
+    root, _ = corpus
+    good, store = extract_store
+    before = store_bytes(store)
+    not_stores = {p.relative_to(root): p.read_bytes() for p in sorted((root / "not_stores").rglob("*")) if p.is_file()}
+    problems, n = [], 0
+
+    def refused(args: tuple, needle) -> None:
+        nonlocal n
+        n += 1
+        got = clean_error(cli("extract", *args, *EXTRACT), needle)
+        if not got and store in args and store_bytes(store) != before:
+            got = "the existing store changed"
+        if got:
+            problems.append(f"extract {' '.join(str(a).replace(str(root), '') for a in args)}: {got}")
+
+    for k, image in enumerate(of_kind(corpus, "image")):
+        refused((image, "-o", tmp_path / f"new-image{k}.zarr"), image)
+        damaged = two_image_folder(tmp_path / f"image{k}", corpus, image_b=image)  # b was good when a was written
+        refused((damaged, "-o", store), damaged / "images" / f"b{image.suffix}")
+    for k, folder in enumerate(of_kind(corpus, "mask_folder")):
+        refused((folder, "-o", tmp_path / f"new-masks{k}.zarr"), folder / "masks" / "a.png")
+        damaged = two_image_folder(tmp_path / f"masks{k}", corpus, mask_b=folder / "masks" / "a.png")
+        refused((damaged, "-o", store), damaged / "masks" / "b.png")
+    for model_dir in of_kind(corpus, "model_dir"):
+        refused((good, "--model", model_dir, "-o", store), model_dir)
+    for dest in of_kind(corpus, "store_like"):
+        if dest.name != "empty_dir":  # an empty directory is a fine place for a new store
+            for extra in ((), ("--overwrite",)):
+                refused((good, "-o", dest, *extra), dest)
+    for k, image in enumerate(of_kind(corpus, "image", "accept")):
+        code, out, exc = cli("extract", image, "-o", tmp_path / f"ok{k}.zarr", *EXTRACT)
+        if code != 0 or len(open_store(tmp_path / f"ok{k}.zarr").written()) != 4:
+            problems.append(f"extract {image.name} should work: {code} {exc!r} {out[-300:]}")
+    assert not problems, "\n".join(problems)
+    n_images, n_masks, n_models = (len(of_kind(corpus, k)) for k in ("image", "mask_folder", "model_dir"))
+    assert n == 2 * (n_images + n_masks) + n_models + 2 * (len(of_kind(corpus, "store_like")) - 1)
+    count("extract (new store, resumed store) on images", n_images, 2 * n_images)
+    count("extract (new store, resumed store) on mask folders", n_masks, 2 * n_masks)
+    count("extract --model into a resumed store", n_models, n_models)
+    count("extract -o (with and without --overwrite) into things that are not stores",
+          len(of_kind(corpus, "store_like")) - 1, 2 * (len(of_kind(corpus, "store_like")) - 1))
+    for new in tmp_path.glob("new-*.zarr"):  # a refused input may leave a new store, but never a written tile
+        assert not len(open_store(new).written()), new
+    assert {p.relative_to(root): p.read_bytes() for p in sorted((root / "not_stores").rglob("*"))
+            if p.is_file()} == not_stores
     assert not list(root.glob("MARKER-*")), "a malicious checkpoint ran code"
 
 
 def test_bad_masks_are_refused_by_the_mask_reader(corpus):
-    """Until the extract verb is covered (PENDING_VERBS), the library calls its sources make on masks."""
+    """The library calls the folder source makes on masks, with the file named."""
     from pathsegdiff.extract.images import check_labels, read_mask
 
     root, _ = corpus
