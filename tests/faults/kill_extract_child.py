@@ -43,6 +43,7 @@ import zarr.storage._local as zarr_local
 from diffusers import UNet2DConditionModel
 
 import pathsegdiff.extract.job as job
+import pathsegdiff.extract.models as models
 import pathsegdiff.extract.tiny as tiny
 from pathsegdiff.cli import app
 from pathsegdiff.store.lock import StoreLock
@@ -98,7 +99,7 @@ class Sites:
         self._wrap_end()
 
     def _wrap_load(self) -> None:
-        real_load, real_init, real_seed = job.load_model, torch.nn.Module.__init__, tiny._seeded_
+        real_load, real_init, real_seed = models.load_model, torch.nn.Module.__init__, tiny._seeded_
 
         def load_model(*a, **kw):
             self.loading = True
