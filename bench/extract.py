@@ -213,12 +213,13 @@ def run_naive(args, extractor, out: Path) -> dict:
 def run_profile(args, ldm, extractor, store: Path) -> dict:
     """Synchronous batched loop, one timer per stage: where the time goes when nothing overlaps."""
     from pathsegdiff.extract import job
+    from pathsegdiff.extract.conditioning import make_conditioner
     from pathsegdiff.store import TileBatch, open_or_create
 
     source = bench_source(args.tiles, args.tile_size, args.stride)
     cfg = job.ExtractConfig(features=extractor.cfg, batch_size=args.batch_size, device=args.device,
                             dtype=args.dtype)
-    cond = job.make_conditioner("null", ldm, device=args.device)
+    cond = make_conditioner("null", ldm, device=args.device)
     schema = job.build_schema(source, ldm, cond, cfg)
     stages = dict.fromkeys(STAGES, 0.0)
 

@@ -223,7 +223,7 @@ def extract_cmd(
 
     cluster = None
     if scheduler is not None or workers is not None:
-        from pathsegdiff.extract.distributed import ClusterConfig
+        from pathsegdiff.extract.cluster import ClusterConfig
 
         cluster = ClusterConfig(scheduler=scheduler, workers=workers)
         source = os.path.abspath(source)  # workers may run in another directory

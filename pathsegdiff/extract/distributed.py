@@ -1,0 +1,250 @@
+"""Distributed extraction on dask.distributed: one coordinator, many workers, one store (docs/distributed.md).
+
+The coordinator gets the schema from a worker, then alone creates or resumes
+the store (metadata, identity, lock, tile table, status).  The todo tiles are
+cut into ranges aligned to the store's shards, so no two ranges write the same
+chunk or shard object; each range is a dask task, run by a worker that keeps
+the model loaded and writes data chunks only.  A range's tiles are marked
+written by the coordinator once its task has returned, so a worker that dies
+mid-range leaves them todo and the scheduler reruns the task elsewhere.
+Workers use the torch thread count the coordinator would use alone, so the
+store is bit-identical to a single-process run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from pathsegdiff.errors import ConfigError, InputError, PathsegdiffError
+from pathsegdiff.extract.cluster import ClusterConfig, connect, visible_gpus
+from pathsegdiff.extract.job import (
+    ExtractConfig, ExtractSummary, build_schema, log_failures, preflight, provenance, remote_errors,
+)
+from pathsegdiff.extract.loop import Model, extract_tiles
+from pathsegdiff.store import StoreWriter, open_or_create
+from pathsegdiff.store import schema as S
+from pathsegdiff.store.location import parse_location
+from pathsegdiff.store.partial import remove_partial_writes
+
+
+# -- on the workers -------------------------------------------------------------
+_CACHE: dict = {}  # per worker process: the model (one at a time) and the store writer of the current run
+_CACHE_LOCK = threading.Lock()
+
+
+class _RangeWriter(StoreWriter):
+    """A worker's writer: writes the data chunks of its ranges; keeps the status changes for the coordinator."""
+
+    def __init__(self, store: str):
+        super().__init__(parse_location(store), lock=None)
+        self.reset()
+
+    def reset(self) -> None:
+        self.written: list[int] = []
+        self.failed: list[tuple[int, str]] = []
+
+    def _set_status(self, idx: np.ndarray, value: int) -> None:  # the status array is the coordinator's
+        if value == S.STATUS_WRITTEN:
+            self.written.extend(int(i) for i in idx)
+
+    def mark_failed(self, indices, reasons) -> None:
+        self.failed.extend(zip(map(int, indices), map(str, reasons)))
+
+
+def _cached(key, make):
+    with _CACHE_LOCK:
+        if _CACHE.get(key[0], (None,))[0] != key:
+            _CACHE.pop(key[0], None)  # free the old model before loading another
+            _CACHE[key[0]] = (key, make())
+        return _CACHE[key[0]][1]
+
+
+def _model(cfg: ExtractConfig) -> Model:
+    return _cached(("model", cfg.model, cfg.conditioning, cfg.device, cfg.dtype, cfg.features),
+                   lambda: Model.load(cfg))
+
+
+@contextmanager
+def _on_worker(cfg: ExtractConfig):
+    """Pin torch's threads; name this worker in an expected error."""
+    torch.set_num_threads(cfg.threads)
+    try:
+        yield
+    except PathsegdiffError as e:
+        from distributed import get_worker
+
+        raise _renamed(e, f"worker {get_worker().address}: {e}") from None
+
+
+def _renamed(e: PathsegdiffError, message: str) -> PathsegdiffError:
+    """``e``'s class with another message, if that survives pickling back to the coordinator."""
+    err = type(e).__new__(type(e))
+    err.args = (message,)
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:
+        return PathsegdiffError(message)
+
+
+def _describe(source, cfg: ExtractConfig) -> dict:
+    with _on_worker(cfg):
+        model = _model(cfg)
+        return {"schema": build_schema(source, model.ldm, model.cond, cfg), **model.facts()}
+
+
+def _extract_range(source, store: str, token: str, cfg: ExtractConfig, todo: np.ndarray, stop_event: str):
+    """Write the tiles ``todo`` (one range); return (written indices, [(index, reason)] unreadable)."""
+    from distributed import Event
+
+    stop = Event(stop_event)
+    if stop.is_set():
+        return [], []
+    if cfg.decode_workers and multiprocessing.current_process().daemon:  # a daemon cannot have children
+        cfg = replace(cfg, decode_workers=0)
+    with _on_worker(cfg), remote_errors(store):
+        model = _model(cfg)
+        w = _cached(("writer", token), lambda: _RangeWriter(store))
+        w.reset()
+        extract_tiles(source, todo, w, model, cfg, ExtractSummary(store, len(todo)),
+                      stop=lambda: stop.is_set() or _abandoned())
+        return w.written, w.failed
+
+
+def _abandoned() -> bool:
+    """The scheduler released this task (its coordinator went away): stop writing at the next batch."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+        task = worker.state.tasks.get(worker.get_current_task())
+        return task is None or task.state in ("cancelled", "released", "forgotten")
+    except Exception:  # not on a worker, or dask changed its internals: keep going
+        return False
+
+
+# -- on the coordinator ----------------------------------------------------------
+def _absolute(path: str) -> str:
+    """Workers may run elsewhere: local paths (store, model, conditioning file) made absolute here."""
+    kind, sep, rest = path.partition(":")
+    if sep and kind in ("hipt", "precomputed"):
+        return f"{kind}:{_absolute(rest)}" if rest else path
+    return path if "://" in path or path in ("tiny", "null") else os.path.abspath(os.path.expanduser(path))
+
+
+def ranges(todo: np.ndarray, size: int) -> list[np.ndarray]:
+    """The todo indices grouped by aligned blocks of ``size`` tiles (a multiple of the shard size)."""
+    if not len(todo):
+        return []
+    cuts = np.flatnonzero(np.diff(todo // size)) + 1
+    return np.split(todo, cuts)
+
+
+def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluster: ClusterConfig,
+                    progress: bool = True, echo=print) -> ExtractSummary:
+    """Fill (or resume) ``store`` with the features of every tile of ``source``, on a dask cluster."""
+    from distributed import Event, as_completed
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    store = _absolute(str(store))
+    if not len(source):
+        raise InputError(f"{getattr(source, 'root', '') or 'source'}: no tiles to extract")
+    cfg = replace(cfg, model=_absolute(cfg.model), conditioning=_absolute(cfg.conditioning),
+                  threads=cfg.threads or torch.get_num_threads())  # what this process would use alone
+    with connect(cluster, cfg.device) as client:
+        try:
+            client.wait_for_workers(1, timeout=cluster.wait_workers)
+        except TimeoutError:
+            raise ConfigError(f"no dask worker joined the scheduler at {client.scheduler.address} within "
+                              f"{cluster.wait_workers:g} s; start some ('dask worker ADDRESS --nthreads 1')") from None
+        wcfg = replace(cfg, device="cuda") if cluster.workers and visible_gpus() and cfg.device.startswith("cuda") \
+            else cfg  # a pinned worker sees its one GPU as cuda:0
+        src = client.scatter(source, broadcast=True, hash=False)
+        # Every worker loads the model now, in parallel; the first to finish describes the store.
+        warm = [client.submit(_describe, src, wcfg, pure=False, workers=[a], allow_other_workers=True)
+                for a in client.nthreads()]
+        info = next(as_completed(warm, loop=client.loop)).result()
+        if info["warning"]:
+            echo(info["warning"])
+        n_workers = len(client.nthreads())
+        summary = ExtractSummary(store, len(source))
+        prov = provenance(source, cfg, info, distributed={"workers": n_workers, "scheduler": client.scheduler.address})
+        with remote_errors(store), open_or_create(store, info["schema"], source.records, prov,
+                                                  overwrite=cfg.overwrite) as w:
+            todo = w.missing()
+            summary.already_written = int((w.status() != 0).sum())
+            if cfg.limit is not None:
+                todo = todo[: cfg.limit]
+            shard = w.schema.shard_tiles
+            size = -(-(cluster.range_tiles or 4 * cfg.batch_size) // shard) * shard
+            parts = ranges(todo, size)
+            echo(f"{preflight(w.schema, len(todo), store)}; {len(parts)} ranges of up to {size} tiles "
+                 f"on {n_workers} workers")
+            token = uuid.uuid4().hex
+            stop = Event(f"pathsegdiff-stop-{token}", client=client)
+            pending = {client.submit(_extract_range, src, store, token, wcfg, part, stop.name, pure=False,
+                                     key=f"pathsegdiff-range-{int(part[0])}-{token}"): part for part in parts}
+            with tqdm(total=len(todo), unit="tile", desc="extract", disable=not progress, smoothing=0.1) as bar:
+                try:
+                    for fut in as_completed(list(pending), loop=client.loop):
+                        bar.update(_record(w, _result(fut, pending.pop(fut)), summary))
+                        bar.set_postfix_str(f"{len(client.nthreads())} workers", refresh=False)
+                except BaseException:
+                    with contextlib.suppress(Exception):  # best effort: the first error is the one to report
+                        stop.set()  # running ranges stop after their current batch; what they wrote is kept
+                        _drain(pending, w, summary, cluster.drain_timeout)
+                    raise
+            if w.location.local_dir is not None:  # every range has returned: no worker is writing
+                remove_partial_writes(w.location.local_dir)  # left by workers killed inside an object write
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _result(fut, part: np.ndarray):
+    from distributed import KilledWorker
+
+    try:
+        return fut.result()
+    except KilledWorker as e:
+        raise PathsegdiffError(f"tiles {int(part[0])}..{int(part[-1])}: the workers running them died "
+                               f"repeatedly ({e}); those tiles stay todo, rerun to resume") from None
+
+
+def _record(w, result, summary: ExtractSummary) -> int:
+    """Set the status of a finished range: written tiles, then unreadable ones (with --skip-errors)."""
+    written, failed = result
+    if written:
+        w._set_status(np.asarray(written, dtype=np.int64), S.STATUS_WRITTEN)
+    if failed:
+        idx, reasons = [i for i, _ in failed], [r for _, r in failed]
+        w.mark_failed(idx, reasons)
+        ids = w.tile_ids(idx)
+        summary.failed.update(zip(map(str, ids), reasons))
+        log_failures(summary.store, ids, reasons)
+    summary.written += len(written)
+    return len(written) + len(failed)
+
+
+def _drain(pending: dict, w, summary: ExtractSummary, timeout: float) -> None:
+    """After an error: record the ranges that still finish within ``timeout`` s; the rest stay todo."""
+    from distributed import wait
+
+    try:
+        wait(list(pending), timeout=timeout)
+    except TimeoutError:
+        pass
+    for fut in pending:
+        if fut.status == "finished":
+            _record(w, fut.result(), summary)
