@@ -226,7 +226,7 @@ def _record(w, result, summary: ExtractSummary) -> int:
     """Set the status of a finished range: written tiles, then unreadable ones (with --skip-errors)."""
     written, failed = result
     if written:
-        w._set_status(np.asarray(written, dtype=np.int64), S.STATUS_WRITTEN)
+        w.mark_written(written)
     if failed:
         idx, reasons = [i for i, _ in failed], [r for _, r in failed]
         w.mark_failed(idx, reasons)

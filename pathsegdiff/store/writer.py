@@ -141,6 +141,12 @@ class StoreWriter(FeatureStore):
                 arr[int(i)] = str(r)[:500]
             self._set_status(idx, S.STATUS_FAILED)
 
+    def mark_written(self, indices: Iterable[int]) -> None:
+        """Set written for tiles whose arrays another writer has completed (a distributed run's
+        workers write data only; the coordinator, which owns the status, calls this when a range returns)."""
+        with write_errors(self.location, "tile status"):
+            self._set_status(self._indices(indices), S.STATUS_WRITTEN)
+
     def mark_verified(self, indices: Iterable[int]) -> None:
         idx = self._indices(indices)
         idx = idx[self._status[idx] == S.STATUS_WRITTEN]

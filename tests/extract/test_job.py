@@ -113,7 +113,7 @@ def test_other_selection_changes_identity_and_is_refused(reference, tmp_path):
     shutil.copytree(reference, out)
     before = data_bytes(out)
     for extra, field in ((["--timesteps", "50"], "timesteps"), (["--blocks", "up1"], "blocks"),
-                         (["--seed", "3"], "noise_seed")):
+                         (["--seed", "3"], "noise_seed"), (["--dtype", "bf16"], "compute_dtype")):
         code, output = extract(TILES, out, *extra)
         assert code == 1 and field in output and str(out) in output
     assert data_bytes(out) == before
