@@ -1,5 +1,6 @@
 """The feature store: the only code that knows the Zarr layout (see ``schema``)."""
 
+from pathsegdiff.store.create import create_store, open_or_create, open_writer
 from pathsegdiff.store.reader import FeatureStore, TileData, open_store
 from pathsegdiff.store.schema import (
     SCHEMA_VERSION,
@@ -9,7 +10,7 @@ from pathsegdiff.store.schema import (
     TileBatch,
     TileRecord,
 )
-from pathsegdiff.store.writer import StoreWriter, create_store, open_or_create, open_writer
+from pathsegdiff.store.writer import StoreWriter
 
 __all__ = [
     "SCHEMA_VERSION", "BlockSpec", "FeatureSpec", "FeatureStore", "StoreSchema", "StoreWriter", "TileBatch",

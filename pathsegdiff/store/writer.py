@@ -1,4 +1,4 @@
-"""Create, resume and fill a feature store.
+"""Fill a feature store (create.py creates or reopens it).
 
 A tile is written all-or-nothing: its feature, label, rgb, ssl and latent
 chunks are written first (each chunk write is an atomic file replace in
@@ -11,10 +11,7 @@ next writer removes (``partial.py``).
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import errno
-import os
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -23,22 +20,17 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from pathsegdiff import __version__
 from pathsegdiff.errors import (
-    IdentityMismatchError,
-    NotAStoreError,
     PathsegdiffError,
     SchemaError,
-    StoreExistsError,
     StoreReadOnlyError,
     StoreWriteError,
 )
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.codecs import checked_codecs, feature_codecs
-from pathsegdiff.store.location import Location, open_zarr_store, parse_location, redact
+from pathsegdiff.store.location import Location, redact
 from pathsegdiff.store.lock import StoreLock
 from pathsegdiff.store.partial import remove_partial_writes
-from pathsegdiff.store.reader import FeatureStore, read_root_attrs
+from pathsegdiff.store.reader import FeatureStore
 
 
 @contextmanager
@@ -97,7 +89,7 @@ class StoreWriter(FeatureStore):
             for name in _all_tile_arrays(self.schema):
                 arr = group[name]
                 arr.resize((stop, *arr.shape[1:]))
-            _write_table(group, start, records)
+            write_table(group, start, records)
         self._status = np.concatenate([self._status, np.zeros(len(records), np.uint8)])
         self._invalidate()
         return np.arange(start, stop)
@@ -274,7 +266,7 @@ def _data_arrays(sch: S.StoreSchema) -> list[str]:
     return names
 
 
-def _write_table(group: zarr.Group, start: int, records: Sequence[S.TileRecord]) -> None:
+def write_table(group: zarr.Group, start: int, records: Sequence[S.TileRecord]) -> None:
     if not records:
         return
     stop = start + len(records)
@@ -286,180 +278,3 @@ def _write_table(group: zarr.Group, start: int, records: Sequence[S.TileRecord])
         column = group[f"{S.TILES_GROUP}/{col}"].with_config(every_chunk)
         column[start:stop] = np.asarray(values, dtype=object if dtype == "str" else dtype)
     group[S.STATUS].with_config(every_chunk)[start:stop] = np.zeros(stop - start, np.uint8)
-
-
-def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int) -> None:
-    table = min(S.TABLE_CHUNK, max(n, 1)) if sch.n_tiles is not None else S.TABLE_CHUNK
-    for col, dtype in S.TILE_COLUMNS.items():
-        fill = "" if dtype == "str" else (np.nan if dtype.startswith("float") else 0)
-        group.create_array(
-            f"{S.TILES_GROUP}/{col}", shape=(n,), chunks=(table,), dtype=str if dtype == "str" else dtype,
-            fill_value=fill, dimension_names=("tile",), **checked_codecs(compress=True),
-        )
-    group.create_array(S.STATUS, shape=(n,), chunks=(S.TABLE_CHUNK,), dtype="uint8", fill_value=0,
-                       dimension_names=("tile",), **checked_codecs())
-    group.create_array(S.FAIL_REASON, shape=(n,), chunks=(S.TABLE_CHUNK,), dtype=str, fill_value="",
-                       dimension_names=("tile",), **checked_codecs(compress=True))
-    spec, s = sch.features, sch.tile_size
-    shards = sch.shard_tiles if sch.shard_tiles > 1 else None
-
-    def tile_array(name: str, shape: tuple, dtype: str, dims: tuple, codecs: dict) -> None:
-        # Float arrays are filled with NaN: written values are always finite, so a NaN
-        # read back means a chunk is missing, never data.
-        fill = float("nan") if dtype.startswith("float") else 0
-        group.create_array(
-            name, shape=(n, *shape), chunks=(1, *shape), dtype=dtype, fill_value=fill,
-            shards=(shards, *shape) if shards else None, dimension_names=("tile", *dims), **codecs,
-        )
-
-    for t in spec.timesteps:
-        for b in spec.blocks:
-            tile_array(S.feature_path(t, b.name), b.shape, spec.dtype,
-                       (f"c_{b.name}", f"h_{b.name}", f"w_{b.name}"), feature_codecs(spec.codec, spec.dtype))
-    if sch.has_labels:
-        tile_array(S.LABELS, (s, s), "uint8", ("row", "col"), checked_codecs(compress=True))
-    if sch.store_instances:
-        tile_array(S.INSTANCES, (s, s), "int32", ("row", "col"), checked_codecs(compress=True))
-    if sch.store_rgb:
-        tile_array(S.RGB, (3, s, s), "uint8", ("band", "row", "col"), checked_codecs(compress=True))
-    if sch.ssl_dim:
-        tile_array(S.SSL, (sch.ssl_dim,), "float32", ("ssl_dim",), checked_codecs())
-    if sch.latent_shape:
-        c, h, w = sch.latent_shape
-        tile_array(S.LATENT, (c, h, w), "float32", ("c_latent", "h_latent", "w_latent"), checked_codecs())
-
-
-def create_store(
-    where: str | os.PathLike,
-    schema: S.StoreSchema,
-    tiles: Sequence[S.TileRecord] | None = None,
-    provenance: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> StoreWriter:
-    """Create a new store and return it open for writing (lock held)."""
-    with write_errors(parse_location(where), "a new store"):
-        return _create_store(where, schema, tiles, provenance, overwrite)
-
-
-def _create_store(where, schema, tiles, provenance, overwrite) -> StoreWriter:
-    loc = parse_location(where)
-    tiles = list(tiles or [])
-    if schema.n_tiles is not None and len(tiles) != schema.n_tiles:
-        raise SchemaError(f"{loc}: schema declares {schema.n_tiles} tiles, {len(tiles)} records given")
-    ids = [r.tile_id for r in tiles]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise SchemaError(f"{loc}: duplicate tile ids {dup}")
-    if loc.kind == "zip":
-        raise StoreReadOnlyError(f"{loc}: cannot create a store inside a zip; create a directory, then pack it")
-    if loc.kind == "dir":
-        _prepare_dir(loc, overwrite)
-    lock = StoreLock(loc.local_dir) if loc.kind == "dir" else None
-    if lock:
-        lock.acquire()
-    try:
-        zstore = open_zarr_store(loc, read_only=False)
-        n = len(tiles)
-        attrs = {
-            "schema_version": S.SCHEMA_VERSION,
-            "complete": False,  # set once every array exists; an interrupted create is redone
-            "identity": schema.identity,
-            "identity_fields": schema.features.identity_fields(),
-            "schema": schema.to_dict(),
-            "provenance": {
-                **(provenance or {}),
-                "package_version": __version__,
-                "zarr_version": zarr.__version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            },
-        }
-        # The group's first write already carries the attributes (complete: False), so an
-        # interruption at any point leaves a store that a rerun recognises and redoes.
-        group = zarr.open_group(zstore, mode="w" if loc.kind == "url" and overwrite else "a", zarr_format=3,
-                                attributes={S.ATTR_KEY: attrs})
-        group.attrs.put({S.ATTR_KEY: attrs})
-        _create_arrays(group, schema, n)
-        _write_table(group, 0, tiles)
-        attrs["complete"] = True
-        group.attrs.put({S.ATTR_KEY: attrs})
-        return StoreWriter(loc, lock)
-    except BaseException:
-        if lock:
-            lock.release()
-        raise
-
-
-def _prepare_dir(loc: Location, overwrite: bool) -> None:
-    d = loc.local_dir
-    if d.exists() and not d.is_dir():
-        raise NotAStoreError(f"{loc}: exists and is a file, not a store directory")
-    if d.exists() and any(p.name != S.LOCK_NAME for p in d.iterdir()):
-        try:
-            attrs = read_root_attrs(loc)
-        except (NotAStoreError, FileNotFoundError):
-            raise NotAStoreError(f"{loc}: exists and is not a pathsegdiff store; refusing to touch it") from None
-        if attrs.get("complete") and not overwrite:
-            raise StoreExistsError(f"{loc}: a store already exists; pass --overwrite to replace it")
-    if d.exists():
-        lock = StoreLock(d)
-        lock.acquire()  # never delete a store another writer is filling
-        shutil.rmtree(d)
-    d.mkdir(parents=True, exist_ok=True)
-
-
-def open_writer(where: str | os.PathLike, expect: S.FeatureSpec | None = None) -> StoreWriter:
-    """Reopen an existing store to resume writing; refuses another identity."""
-    loc = parse_location(where)
-    if loc.kind == "zip":
-        raise StoreReadOnlyError(f"{loc}: a packed .zip store is read-only")
-    attrs = read_root_attrs(loc)
-    if not attrs.get("complete"):
-        raise NotAStoreError(f"{loc}: store creation was interrupted; recreate it with --overwrite")
-    if expect is not None:
-        have = S.FeatureSpec.from_dict(attrs["schema"]["features"])
-        diff = S.identity_diff(have, expect)
-        if diff:
-            raise IdentityMismatchError(str(loc), diff)
-    lock = StoreLock(loc.local_dir) if loc.kind == "dir" else None
-    if lock:
-        with write_errors(loc, "the writer lock"):
-            lock.acquire()
-    try:
-        return StoreWriter(loc, lock)
-    except BaseException:
-        if lock:
-            lock.release()
-        raise
-
-
-def open_or_create(
-    where: str | os.PathLike,
-    schema: S.StoreSchema,
-    tiles: Sequence[S.TileRecord] | None = None,
-    provenance: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> StoreWriter:
-    """Resume the store at ``where`` if it matches ``schema`` and ``tiles``, else create it."""
-    loc = parse_location(where)
-    exists = False
-    if not overwrite:
-        try:
-            exists = bool(read_root_attrs(loc).get("complete"))
-        except (FileNotFoundError, NotAStoreError):
-            exists = False
-    if not exists:
-        return create_store(where, schema, tiles, provenance, overwrite=overwrite or loc.kind == "dir")
-    w = open_writer(where, expect=schema.features)
-    try:
-        if tiles is not None and w.schema.n_tiles is not None:
-            have = list(w.tile_ids())
-            want = [r.tile_id for r in tiles]
-            if have != want:
-                raise SchemaError(
-                    f"{loc}: the store holds a different tile list ({len(have)} tiles) than this source "
-                    f"({len(want)} tiles); use another output or --overwrite"
-                )
-        return w
-    except BaseException:
-        w.close()
-        raise
