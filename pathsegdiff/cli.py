@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pathsegdiff.errors import PathsegdiffError
+from pathsegdiff.errors import PathsegdiffError, RemoteStoreError
 
 app = typer.Typer(
     name="pathsegdiff",
@@ -41,6 +41,9 @@ def fail(err: BaseException) -> None:
     raise typer.Exit(1)
 
 
+REMOTE_CLIENTS = ("botocore", "aiobotocore", "aiohttp", "s3fs")
+
+
 def guarded(fn):
     """Wrap a command so that PathsegdiffError becomes one line and exit code 1."""
     import functools
@@ -51,6 +54,12 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except PathsegdiffError as e:
             fail(e)
+        except Exception as e:  # a remote store's client (botocore, aiohttp) raises its own errors, not OSError
+            if type(e).__module__.split(".")[0] not in REMOTE_CLIENTS:
+                raise
+            from pathsegdiff.store.location import redact
+
+            fail(RemoteStoreError(f"remote store: {type(e).__name__}: {redact(e)}"))
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

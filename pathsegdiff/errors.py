@@ -91,3 +91,7 @@ class StoreWriteError(PathsegdiffError, OSError):
 
 class StoreAccessError(PathsegdiffError, PermissionError):
     """The store's location refused access (wrong or missing credentials, no permission)."""
+
+
+class RemoteStoreError(PathsegdiffError, OSError):
+    """The server of a remote store (S3 and its kin) could not be reached or refused the request."""
