@@ -54,6 +54,20 @@ def write_errors(loc: Location, what: str) -> Iterator[None]:
         ) from e
 
 
+async def _settle(timeout: float = 30.0) -> None:
+    """Wait for the chunk writes a failed batch leaves behind.
+
+    zarr writes an array's chunks as concurrent tasks and stops waiting at the
+    first failure; the others keep running.  Waiting for them means none lands
+    after the error is reported (or the lock released), and none is destroyed
+    pending at exit, which asyncio reports with a traceback on stderr.
+    """
+    me = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
+
+
 def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
     """Split sorted-or-not indices into (position in batch, start, stop) contiguous runs."""
     out, i = [], 0
@@ -119,7 +133,11 @@ class StoreWriter(FeatureStore):
                     raise r
 
         with write_errors(self.location, f"tiles {list(self.tile_ids(idx)[:5])}"):
-            sync(put_all())
+            try:
+                sync(put_all())
+            except BaseException:
+                sync(_settle())
+                raise
             self._set_status(idx, S.STATUS_WRITTEN)
 
     def mark_failed(self, indices: Iterable[int], reasons: Sequence[str]) -> None:
