@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT / "tests" / "extract"))
 from test_compvis_parity import UNET_YAML, write_log_dir  # noqa: E402
 from test_conditioning import dino_vit_s16  # noqa: E402
 
+from slides import write_slide_crop  # noqa: E402  (tests/app/slides.py)
+
 runner = CliRunner()
 
 
@@ -79,15 +81,7 @@ def make_data(root: Path) -> None:
         inst = np.zeros((256, 256), np.uint8)
         inst[20:100, 30:120], inst[150:230, 100:200] = 1, 2
         Image.fromarray(inst).save(glas / f"{name}_anno.bmp")
-    # A 768 px pyramidal crop of the bundled slide stands in for a slide (fewer tiles, same reader).
-    import tifffile
-    import tiffslide
-
-    region = np.asarray(tiffslide.TiffSlide(DATA / "cmu_small_region.svs").read_region((700, 1200), 0, (768, 768)))
-    with tifffile.TiffWriter(root / "data" / "slide.svs") as tif:
-        kw = {"tile": (256, 256), "resolution": (2e4, 2e4), "resolutionunit": "CENTIMETER"}
-        tif.write(region[..., :3], subifds=1, **kw)
-        tif.write(region[::2, ::2, :3], subfiletype=1, **kw)
+    write_slide_crop(root / "data" / "slide.svs")  # a 768 px pyramidal crop of the bundled slide
 
 
 @pytest.fixture
