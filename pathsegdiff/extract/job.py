@@ -29,6 +29,7 @@ from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, open_or_creat
 from pathsegdiff.store.location import redact
 from pathsegdiff.store.schema import DEFAULT_CODEC
 
+
 @dataclass(frozen=True)
 class ExtractConfig:
     """Everything a run needs besides the source and the store path (saved in provenance)."""

@@ -66,7 +66,7 @@ def format_info(info: dict[str, Any]) -> str:
         f"store      {info['location']}",
         f"layout     v{info['schema_version']}   identity {info['identity']}",
         f"tiles      {t['written']}/{t['total']} written ({t['verified']} verified, {t['todo']} todo, {t['failed']} failed)",
-        f"splits     " + ", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items()),
+        "splits     " + ", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items()),
         f"timesteps  {', '.join(map(str, info['timesteps']))}",
         "blocks     " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in info["blocks"].items()),
         f"storage    {info['dtype']}, codec {info['codec']}, tile {info['tile_size']} px",

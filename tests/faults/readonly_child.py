@@ -10,7 +10,6 @@ its result or the error's class and message.
 
 import ctypes
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -104,7 +104,7 @@ def test_same_seed_same_run(learnable_store, tmp_path):
     wa = (tmp_path / "a" / "runs" / "seed_0" / "head.safetensors").read_bytes()
     wb = (tmp_path / "b" / "runs" / "seed_0" / "head.safetensors").read_bytes()
     assert wa == wb
-    c = fit(learnable_store, tmp_path / "c", head="linear", epochs=3, seed=1)
+    fit(learnable_store, tmp_path / "c", head="linear", epochs=3, seed=1)
     wc = (tmp_path / "c" / "runs" / "seed_1" / "head.safetensors").read_bytes()
     assert wc != wa
 
