@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,28 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+def _bad_inputs():
+    """tests/data/make_bad_inputs.py as a module (tests/data is not a package)."""
+    spec = importlib.util.spec_from_file_location("make_bad_inputs", Path(__file__).parent / "data" / "make_bad_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The bad-input corpus, made afresh for each test module: (root, manifest)."""
+    root = tmp_path_factory.mktemp("corpus")
+    return root, _bad_inputs().make_bad_inputs(root)
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """The corpus's model directories only (malicious checkpoints among them): (root, manifest)."""
+    root = tmp_path_factory.mktemp("models")
+    return root, _bad_inputs().model_dirs(root)
 
 
 def _free_port() -> int:

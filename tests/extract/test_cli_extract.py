@@ -7,10 +7,8 @@ offending file's name on it, no traceback.  Inputs the corpus marks
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from pathsegdiff.cli import app
@@ -19,17 +17,6 @@ from pathsegdiff.store import open_store
 DATA = Path(__file__).parents[1] / "data"
 runner = CliRunner()
 FAST = ["--tile-size", "64", "--timesteps", "50", "--decode-workers", "0", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    sys.path.insert(0, str(DATA))
-    try:
-        from make_bad_inputs import make_bad_inputs
-    finally:
-        sys.path.remove(str(DATA))
-    root = tmp_path_factory.mktemp("corpus")
-    return root, make_bad_inputs(root)
 
 
 def _extract(source: Path, out: Path, *extra: str):

@@ -10,7 +10,6 @@ corpus and report every failing (input, verb) pair at once.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +24,11 @@ from pathsegdiff.errors import InputError, ModelLoadError
 from pathsegdiff.store import create_store, open_store
 from test_resume import store_bytes
 
-DATA = Path(__file__).parents[1] / "data"
 runner = CliRunner()
 
 # Verbs that take these inputs but are not run through the corpus here yet (none left).
 PENDING_VERBS: list[str] = []
 EXTRACT = ["--tile-size", "64", "--timesteps", "50", "--batch-size", "4", "--quiet"]  # 4 tiles per 128 px image
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    sys.path.insert(0, str(DATA))
-    try:
-        from make_bad_inputs import make_bad_inputs
-    finally:
-        sys.path.remove(str(DATA))
-    root = tmp_path_factory.mktemp("bad")
-    return root, make_bad_inputs(root)
 
 
 @pytest.fixture(scope="module")

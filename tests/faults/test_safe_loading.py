@@ -13,7 +13,6 @@ import os
 import pickle
 import shutil
 import struct
-import sys
 import zipfile
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from pathsegdiff.store.copy import check_manifest, copy_store
 from pathsegdiff.store.verify import verify_store
 from pathsegdiff.train_head.checkpoint import META, WEIGHTS, load_head
 
-DATA = Path(__file__).parents[1] / "data"
 runner = CliRunner()
 
 
@@ -109,17 +107,6 @@ def test_safetensors_header_lying_about_its_data(head, store, tmp_path):
         load_head(d)
     r = runner.invoke(app, ["evaluate", str(d), "--store", str(store)])
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit) and str(d) in r.output
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    sys.path.insert(0, str(DATA))
-    try:
-        from make_bad_inputs import model_dirs as make
-    finally:
-        sys.path.remove(str(DATA))
-    root = tmp_path_factory.mktemp("models")
-    return root, make(root)
 
 
 MALICIOUS = ["malicious_os_system", "malicious_exec", "malicious_protocol4", "malicious_allowlisted_module",
