@@ -41,9 +41,6 @@ def fail(err: BaseException) -> None:
     raise typer.Exit(1)
 
 
-REMOTE_CLIENTS = ("botocore", "aiobotocore", "aiohttp", "s3fs")
-
-
 def guarded(fn):
     """Wrap a command so that PathsegdiffError becomes one line and exit code 1."""
     import functools
@@ -55,10 +52,10 @@ def guarded(fn):
         except PathsegdiffError as e:
             fail(e)
         except Exception as e:  # a remote store's client (botocore, aiohttp) raises its own errors, not OSError
-            if type(e).__module__.split(".")[0] not in REMOTE_CLIENTS:
-                raise
-            from pathsegdiff.store.location import redact
+            from pathsegdiff.store.location import is_remote_client_error, redact
 
+            if not is_remote_client_error(e):
+                raise
             fail(RemoteStoreError(f"remote store: {type(e).__name__}: {redact(e)}"))
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

@@ -26,7 +26,7 @@ from pathsegdiff.extract.features import FeatureConfig, block_shapes
 from pathsegdiff.extract.loop import DTYPES, Model, extract_tiles
 from pathsegdiff.extract.sources import TileSource
 from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, open_or_create
-from pathsegdiff.store.location import redact
+from pathsegdiff.store.location import is_remote_client_error, redact
 from pathsegdiff.store.schema import DEFAULT_CODEC
 
 
@@ -118,7 +118,7 @@ def remote_errors(store: str):
     try:
         yield
     except Exception as e:
-        if type(e).__module__.split(".")[0] not in ("botocore", "aiobotocore", "aiohttp"):
+        if not is_remote_client_error(e):
             raise
         raise StoreWriteError(f"{store}: the store's server failed ({type(e).__name__}: {redact(e)}). "
                               "Tiles not yet written stay todo: rerun to resume") from e

@@ -45,6 +45,15 @@ SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"
 _URL_PASSWORD = re.compile(r"(//[^/:@\s]+):[^/@\s]+@")
 
 
+# Libraries of a remote store's client whose own errors are not OSError, so the store layer lets them by.
+REMOTE_CLIENTS = ("botocore", "aiobotocore", "aiohttp", "s3fs")
+
+
+def is_remote_client_error(e: BaseException) -> bool:
+    """``e`` was raised by a remote store's client (server unreachable, request refused), not by us."""
+    return type(e).__module__.split(".")[0] in REMOTE_CLIENTS
+
+
 def redact(text: object) -> str:
     """``text`` (often an exception from a remote store) without secret values or a URL's password."""
     out = str(text)
