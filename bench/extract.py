@@ -63,11 +63,11 @@ class BenchTiles:
     """Picked tiles of several sources, as one source (``records``, ``load``) for ``run_extraction``."""
 
     kind = "bench"
-    class_names: tuple[str, ...] = ()
     has_instances = False
 
     def __init__(self, parts: list, picks: list[tuple[int, int]], tile_size: int):
         self.parts, self.picks, self.tile_size = parts, picks, tile_size
+        self.class_names = tuple(parts[0].class_names)  # labelled parts (bench/numerics.py) keep their labels
         self.records = [parts[k].records[i] for k, i in picks]
 
     def __len__(self) -> int:

@@ -35,7 +35,7 @@ import torch
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 sys.path.insert(0, str(Path(__file__).parent))
-from extract import build_ldm  # noqa: E402  (bench/extract.py)
+from extract import BenchTiles, build_ldm  # noqa: E402  (bench/extract.py)
 
 
 def stain_source(tile_size: int, stride: int, limit: int | None):
@@ -45,27 +45,9 @@ def stain_source(tile_size: int, stride: int, limit: int | None):
     source = StainLabelledSource(SlideSource(DATA / "cmu_small_region.svs", tile_size=tile_size, stride=stride,
                                              target_mpp=0.5, min_tissue=0.25))
     if limit is not None and limit < len(source):  # tiles evenly over the slide, so every split keeps some
-        source = Picked(source, np.linspace(0, len(source) - 1, limit).round().astype(int).tolist())
+        picks = np.linspace(0, len(source) - 1, limit).round().astype(int)
+        source = BenchTiles([source], [(0, int(i)) for i in picks], tile_size)
     return source
-
-
-class Picked:
-    """The tiles ``picks`` of a source, as a source."""
-
-    def __init__(self, inner, picks: list[int]):
-        self.inner, self.picks = inner, picks
-        self.kind, self.tile_size, self.class_names = inner.kind, inner.tile_size, inner.class_names
-        self.has_instances = getattr(inner, "has_instances", False)
-        self.records = [inner.records[i] for i in picks]
-
-    def __len__(self) -> int:
-        return len(self.picks)
-
-    def load(self, i: int):
-        return self.inner.load(self.picks[i])
-
-    def describe(self) -> dict:
-        return {**self.inner.describe(), "picked": len(self.picks)}
 
 
 def rel_errors(store_a, store_b) -> dict[tuple[int, str], tuple[float, float]]:
