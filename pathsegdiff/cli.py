@@ -165,7 +165,7 @@ def store_copy_cmd(
 @guarded
 def store_ls_cmd(
     store: StoreArg,
-    status: Annotated[str | None, typer.Option(help="Only tiles with this status: todo, written, verified, failed.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only tiles with this status: todo, written, failed.")] = None,
     limit: Annotated[int, typer.Option(help="Print at most this many rows (0: all).")] = 50,
 ) -> None:
     """List the tile table: index, tile id, slide, x, y, split, status."""
@@ -191,10 +191,10 @@ def store_ls_cmd(
 def extract_cmd(
     source: Annotated[str, typer.Argument(help="Image folder (images/ + masks/), dataset root (--dataset), image or slide file.")],
     out: Annotated[str, typer.Option("-o", "--out", help="Store to create or resume (directory or s3:// URL).")],
-    model: Annotated[str, typer.Option(help="'tiny' (seeded, untrained: for tests and the demo) or a model directory.")] = "tiny",
+    model: Annotated[str, typer.Option(help="A model directory, or a seeded untrained model for tests and the demo: tiny (UNet LDM), tiny-dit (diffusion transformer), tiny-vit (ViT foundation model).")] = "tiny",
     dataset: Annotated[str, typer.Option(help="auto, folder, bcss, glas or slide.")] = "auto",
-    timesteps: Annotated[str, typer.Option(help="Comma-separated diffusion timesteps.")] = "50,150",
-    blocks: Annotated[str, typer.Option(help="Comma-separated UNet blocks (mid, up0.pre, up0, up1, ...).")] = "up1,up2",
+    timesteps: Annotated[str | None, typer.Option(help="Comma-separated diffusion timesteps (default: 50,150; 0 for a ViT).")] = None,
+    blocks: Annotated[str | None, typer.Option(help="Comma-separated blocks (default: the model's; a UNet's are mid, up0.pre, up0, up1, ...: `store info` lists a store's).")] = None,
     draws: Annotated[int, typer.Option(help="Noise draws averaged per timestep.")] = 1,
     seed: Annotated[int, typer.Option(help="Global noise seed (per-tile noise derives from it).")] = 0,
     conditioning: Annotated[str, typer.Option(help="null | hipt:PATH (vit256_small_dino.pth) | precomputed:PATH.")] = "null",
@@ -223,13 +223,14 @@ def extract_cmd(
     """Run the diffusion model once per tile and fill (or resume) a feature store."""
     import os
 
-    from pathsegdiff.extract.datasets import SourceConfig, open_source
-    from pathsegdiff.extract.features import FeatureConfig
-    from pathsegdiff.extract.job import ExtractConfig, run_extraction
+    from pathsegdiff.tiles.datasets import SourceConfig, open_source
+    from pathsegdiff.extract.featurize import FeatureConfig
+    from pathsegdiff.extract.run.config import ExtractConfig
+    from pathsegdiff.extract.run.job import run_extraction
 
     cluster = None
     if scheduler is not None or workers is not None:
-        from pathsegdiff.extract.cluster import ClusterConfig
+        from pathsegdiff.extract.run.cluster import ClusterConfig
 
         cluster = ClusterConfig(scheduler=scheduler, workers=workers)
         source = os.path.abspath(source)  # workers may run in another directory
@@ -242,7 +243,7 @@ def extract_cmd(
                         shard_tiles=shard_tiles, limit=limit, skip_errors=skip_errors, overwrite=overwrite,
                         store_latent=store_latent)
     if cluster is not None:
-        from pathsegdiff.extract.distributed import run_distributed
+        from pathsegdiff.extract.run.distributed import run_distributed
 
         summary = run_distributed(src, out, cfg, cluster, progress=not quiet, echo=typer.echo)
     else:

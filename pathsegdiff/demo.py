@@ -3,7 +3,7 @@
 1. Read the CC0 Aperio slide ``cmu_small_region.svs`` (H&E skin, 0.499 um/px)
    as a whole-slide image, detect tissue, tile it at 0.5 um/px.
 2. Label every tile with the stain-derived three-class map of
-   :mod:`pathsegdiff.extract.stain_labels` (glass / hematoxylin-dense /
+   :mod:`pathsegdiff.tiles.stain_labels` (glass / hematoxylin-dense /
    eosin-dense, from colour deconvolution): honest pseudo-labels, not an
    annotation.  Tiles are split train/val/test by spatial blocks.
 3. Extract features with the ``tiny`` model (seeded, untrained weights) into
@@ -37,9 +37,10 @@ class DemoConfig:
 
 
 def run_demo(out_dir: str | Path, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, echo=print) -> dict:
-    from pathsegdiff.extract.job import ExtractConfig, run_extraction
-    from pathsegdiff.extract.stain_labels import StainLabelledSource
-    from pathsegdiff.extract.wsi import SlideSource
+    from pathsegdiff.extract.run.config import ExtractConfig
+    from pathsegdiff.extract.run.job import run_extraction
+    from pathsegdiff.tiles.stain_labels import StainLabelledSource
+    from pathsegdiff.tiles.wsi import SlideSource
     from pathsegdiff.predict.run import PredictConfig, predict
     from pathsegdiff.train_head.fit import TrainConfig
     from pathsegdiff.train_head.run import train

@@ -47,17 +47,16 @@ def self_test(workdir: Path) -> str:
     import numpy as np
     import torch
 
-    from pathsegdiff.extract.features import FeatureConfig, FeatureExtractor, block_shapes
-    from pathsegdiff.extract.models import load_model
+    from pathsegdiff.extract.featurize import Featurizer
     from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, TileBatch, TileRecord, create_store, open_store
     from pathsegdiff.store.verify import verify_store
 
     t0 = time.perf_counter()
-    ldm = load_model("tiny")
-    cfg = FeatureConfig()
-    shapes = block_shapes(ldm, cfg, 64)
+    featurizer = Featurizer.load("tiny")
+    ldm, cfg = featurizer.backbone, featurizer.cfg
+    shapes = featurizer.block_shapes(64)
     rgb = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64), dtype=np.uint8))
-    feats, _ = FeatureExtractor(ldm, cfg)(rgb, ["a", "b"], None)
+    feats = featurizer(rgb, ["a", "b"]).features
     spec = FeatureSpec(ldm.model_id, ldm.weights_sha256, tuple(BlockSpec(b, *shapes[b]) for b in cfg.blocks),
                        cfg.timesteps, tile_size=64)
     path = workdir / "selftest.zarr"

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from pathsegdiff.errors import InputError
-from pathsegdiff.extract.images import read_rgb
-from pathsegdiff.train_head.stitch import StitchConfig, tile_grid
+from pathsegdiff.tiles.images import read_rgb
+from pathsegdiff.predict.stitch import StitchConfig, tile_grid
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".svslide")
 THUMB_MAX_SIDE = 2048
@@ -74,14 +74,14 @@ class SlideInput:
     """A whole slide through the WSI source: tissue tiles only, at ``target_mpp``."""
 
     def __init__(self, path: Path, tile: int, cfg: StitchConfig, target_mpp: float, min_tissue: float):
-        from pathsegdiff.extract.wsi import SlideSource
+        from pathsegdiff.tiles.wsi import SlideSource
 
         self.path, self.tile = path, tile
         self.source = SlideSource(path, tile_size=tile, stride=cfg.stride, target_mpp=target_mpp,
                                   min_tissue=min_tissue)
         self.mpp = self.source.tile_mpp
         self.native_per_analysis = self.source.tile_mpp / self.source.native_mpp
-        w0, h0 = self.source._open().dimensions
+        w0, h0 = self.source.open_slide().dimensions
         self.height, self.width = int(h0 / self.native_per_analysis), int(w0 / self.native_per_analysis)
 
     def analysis_xy(self, x0: int, y0: int) -> tuple[int, int]:
@@ -99,7 +99,7 @@ class SlideInput:
         return len(self.source.records)
 
     def thumbnail(self, max_side: int = THUMB_MAX_SIDE) -> np.ndarray:
-        slide = self.source._open()
+        slide = self.source.open_slide()
         scale = min(1.0, max_side / max(self.width, self.height))
         size = (max(1, round(self.width * scale)), max(1, round(self.height * scale)))
         return np.asarray(slide.get_thumbnail(size).convert("RGB").resize(size))

@@ -4,7 +4,7 @@ Features come from the diffusion model on the fly (the same model, seed,
 draws and conditioning the head's store was made with: checked against the
 head's recorded store identity) or from an existing store of the same slide
 (``--store``).  Tile logits are fused with a centre-weighted window
-(:mod:`pathsegdiff.train_head.stitch`) strip by strip into a disk-backed mask.
+(:mod:`pathsegdiff.predict.stitch`) strip by strip into a disk-backed mask.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathsegdiff.errors import ConfigError, IdentityMismatchError, StoreExistsEr
 from pathsegdiff.predict.inputs import ImageInput, SlideInput, open_input
 from pathsegdiff.predict.outputs import MaskCanvas, overlay, write_geojson, write_png, write_pyramid_tiff
 from pathsegdiff.train_head.checkpoint import load_head
-from pathsegdiff.train_head.stitch import LogitFuser, StitchConfig
+from pathsegdiff.predict.stitch import LogitFuser, StitchConfig
 
 GEOJSON_MAX_SIDE = 4096
 
@@ -43,37 +43,40 @@ class PredictConfig:
     store: str | None = None
 
 
-def _check_model_matches(meta, ldm, cond_name: str) -> None:
+def _check_model_matches(meta, backbone, conditioner) -> None:
     want = meta.store_identity_fields
-    have = {"model_id": ldm.model_id, "weights_sha256": ldm.weights_sha256, "conditioning": cond_name}
+    have = {"model_id": backbone.model_id, "weights_sha256": backbone.weights_sha256,
+            "conditioning": conditioner.name}
     diff = {k: (want.get(k), v) for k, v in have.items() if want.get(k) != v}
     if diff:
         raise IdentityMismatchError(f"head trained on store {meta.store_identity}", diff)
 
 
-def _extracted_tiles(source, cfg: PredictConfig, meta, stitch: StitchConfig) -> Iterator[tuple[int, int, dict]]:
-    """(y, x, features) per tile, running the model in batches."""
+def _featurizer(cfg: PredictConfig, meta):
+    """The head's model, conditioning and feature selection, checked against the head's store identity."""
     from pathsegdiff.extract.conditioning import make_conditioner
-    from pathsegdiff.extract.features import FeatureConfig, FeatureExtractor
-    from pathsegdiff.extract.models import load_model
+    from pathsegdiff.extract.featurize import FeatureConfig, Featurizer, load_on_device
 
-    ldm = load_model(cfg.model, device=cfg.device)
-    cond = make_conditioner(cfg.conditioning, ldm, device=cfg.device)
-    _check_model_matches(meta, ldm, cond.name)
+    backbone = load_on_device(cfg.model, cfg.device)
+    conditioner = make_conditioner(cfg.conditioning, backbone, device=cfg.device)
+    _check_model_matches(meta, backbone, conditioner)  # before the head's blocks are looked up in the model
     ident = meta.store_identity_fields
     fcfg = FeatureConfig(blocks=meta.blocks, timesteps=meta.timesteps, draws=int(ident.get("draws", 1)),
                          seed=int(ident.get("noise_seed", 0)))
-    extractor = FeatureExtractor(ldm, fcfg)
+    return Featurizer(backbone, fcfg, conditioner)
+
+
+def _extracted_tiles(source, featurizer, cfg: PredictConfig, stitch: StitchConfig) -> Iterator[tuple[int, int, dict]]:
+    """(y, x, features) per tile, running the model in batches."""
     batch: list[tuple[int, int, np.ndarray, str]] = []
 
     def run(items):
         # Tile ids as the extraction sources name them, so the noise matches a store of the same tiles.
         rgb = torch.from_numpy(np.stack([t for _, _, t, _ in items]))
         ids = [tile_id for _, _, _, tile_id in items]
-        ssl = cond.embed(rgb, ids)
-        feats, _ = extractor(rgb, ids, ssl)
         # Round through the store dtype so the head sees what it was trained on.
-        feats = {t: {b: v.to(torch.float16).float().cpu() for b, v in d.items()} for t, d in feats.items()}
+        feats = featurizer(rgb, ids, out_dtype=torch.float16).features
+        feats = {t: {b: v.float().cpu() for b, v in d.items()} for t, d in feats.items()}
         for k, (y, x, _, _) in enumerate(items):
             yield y, x, {t: {b: v[k : k + 1] for b, v in d.items()} for t, d in feats.items()}
 
@@ -118,7 +121,10 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
     tile = int(meta.store_identity_fields.get("tile_size", 256))
     stitch = StitchConfig(tile=tile, overlap=cfg.overlap, window=cfg.window)
     source = open_input(input_path, tile, stitch, cfg.target_mpp, cfg.min_tissue)
-    tiles = _stored_tiles(source, cfg, meta) if cfg.store else _extracted_tiles(source, cfg, meta, stitch)
+    if cfg.store:
+        tiles = _stored_tiles(source, cfg, meta)
+    else:  # the model is loaded and checked now, not when the first tile is asked for
+        tiles = _extracted_tiles(source, _featurizer(cfg, meta), cfg, stitch)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

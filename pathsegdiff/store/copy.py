@@ -22,7 +22,7 @@ from pathsegdiff.errors import ConfigError, CorruptStoreError, StoreExistsError
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.location import open_zarr_store, parse_location
 from pathsegdiff.store.reader import FeatureStore, open_store
-from pathsegdiff.store.writer import write_errors
+from pathsegdiff.store.write_errors import write_errors
 
 MANIFEST = "MANIFEST.sha256"
 

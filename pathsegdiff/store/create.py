@@ -29,7 +29,8 @@ from pathsegdiff.store.codecs import checked_codecs, feature_codecs
 from pathsegdiff.store.location import Location, open_zarr_store, parse_location
 from pathsegdiff.store.lock import StoreLock
 from pathsegdiff.store.reader import read_root_attrs
-from pathsegdiff.store.writer import StoreWriter, write_errors, write_table
+from pathsegdiff.store.write_errors import write_errors
+from pathsegdiff.store.writer import StoreWriter, write_table
 
 
 def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int) -> None:

@@ -31,7 +31,7 @@ def bytes_on_disk(fs: FeatureStore) -> int | None:
 def store_info(where: str | os.PathLike) -> dict[str, Any]:
     fs = open_store(where)
     status = fs.status()
-    written = int(((status == S.STATUS_WRITTEN) | (status == S.STATUS_VERIFIED)).sum())
+    written = int((status == S.STATUS_WRITTEN).sum())
     size = bytes_on_disk(fs)
     sch = fs.schema
     return {
@@ -65,7 +65,7 @@ def format_info(info: dict[str, Any]) -> str:
     lines = [
         f"store      {info['location']}",
         f"layout     v{info['schema_version']}   identity {info['identity']}",
-        f"tiles      {t['written']}/{t['total']} written ({t['verified']} verified, {t['todo']} todo, {t['failed']} failed)",
+        f"tiles      {t['written']}/{t['total']} written ({t['todo']} todo, {t['failed']} failed)",
         "splits     " + ", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items()),
         f"timesteps  {', '.join(map(str, info['timesteps']))}",
         "blocks     " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in info["blocks"].items()),

@@ -154,9 +154,8 @@ class FeatureStore:
         return np.asarray(self._read(S.STATUS, slice(None)), dtype=np.uint8)
 
     def written(self) -> np.ndarray:
-        """Indices of tiles whose data is complete (written or verified)."""
-        st = self.status()
-        return np.flatnonzero((st == S.STATUS_WRITTEN) | (st == S.STATUS_VERIFIED))
+        """Indices of tiles whose data is complete (status written)."""
+        return np.flatnonzero(self.status() == S.STATUS_WRITTEN)
 
     def tile_ids(self, idx: np.ndarray | None = None) -> np.ndarray:
         if self._tile_ids is None or len(self._tile_ids) != self.n_tiles:
@@ -245,7 +244,7 @@ class FeatureStore:
         if not 0 <= i < self.n_tiles:
             raise SchemaError(f"{self.location}: tile index {i} out of range 0..{self.n_tiles - 1}")
         st = int(self._read(S.STATUS, i))
-        if st not in (S.STATUS_WRITTEN, S.STATUS_VERIFIED):
+        if st != S.STATUS_WRITTEN:
             check_present(self)
             self.status()  # raises if the status chunk itself is missing
             raise TileNotWrittenError(
@@ -278,29 +277,18 @@ class FeatureStore:
             check_missing(self, name, i, x)
         return out
 
-    # -- views ----------------------------------------------------------------
+    # -- views (views.py) -----------------------------------------------------
     def to_dask(self, name: str):
         """A dask array over one stored array (e.g. ``features/t50/up1``), one dask chunk per tile."""
-        import dask.array as da
+        from pathsegdiff.store.views import dask_array
 
-        return da.from_zarr(self._array(name))
+        return dask_array(self, name)
 
     def to_xarray(self, blocks: Any = None, timesteps: Any = None):
         """An ``xarray.Dataset`` of dask-backed variables named ``t50/up1``, ``labels``, ``rgb``..."""
-        import xarray as xr
+        from pathsegdiff.store.views import xarray_dataset
 
-        blocks, timesteps = self._check_selection(blocks, timesteps)
-        data = {}
-        names = [S.feature_path(t, b) for t in timesteps for b in blocks]
-        names += [n for n, keep in ((S.LABELS, self.schema.has_labels), (S.RGB, self.schema.store_rgb),
-                                    (S.SSL, self.schema.ssl_dim)) if keep]
-        for name in names:
-            arr = self._array(name)
-            dims = arr.metadata.dimension_names
-            data[name.removeprefix(f"{S.FEATURES_GROUP}/")] = (dims, self.to_dask(name))
-        table = self.table()
-        coords = {"tile": np.arange(self.n_tiles), **{c: ("tile", v) for c, v in table.items()}}
-        return xr.Dataset(data, coords=coords, attrs={"identity": self.identity, "schema_version": S.SCHEMA_VERSION})
+        return xarray_dataset(self, blocks, timesteps)
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.location)!r}, tiles={self.n_tiles}, identity={self.identity})"

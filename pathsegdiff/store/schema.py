@@ -22,9 +22,9 @@ LOCK_NAME = ".pathsegdiff.lock"
 # Tile status codes (uint8).
 STATUS_TODO = 0
 STATUS_WRITTEN = 1
-STATUS_VERIFIED = 2
+# 2 is reserved: it once meant "verified", which nothing ever set (`store verify` reports, it does not mark).
 STATUS_FAILED = 3  # unreadable input, recorded with a reason; never holds data
-STATUS_NAMES = {STATUS_TODO: "todo", STATUS_WRITTEN: "written", STATUS_VERIFIED: "verified", STATUS_FAILED: "failed"}
+STATUS_NAMES = {STATUS_TODO: "todo", STATUS_WRITTEN: "written", STATUS_FAILED: "failed"}
 
 # Array paths inside the store.
 TILES_GROUP = "tiles"

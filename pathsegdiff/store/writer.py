@@ -11,9 +11,7 @@ next writer removes (``partial.py``).
 from __future__ import annotations
 
 import asyncio
-import errno
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,51 +19,14 @@ import zarr
 from zarr.core.sync import sync
 
 from pathsegdiff.errors import (
-    PathsegdiffError,
     SchemaError,
-    StoreReadOnlyError,
-    StoreWriteError,
 )
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.location import Location, redact
+from pathsegdiff.store.location import Location
+from pathsegdiff.store.write_errors import settle_pending_writes, write_errors
 from pathsegdiff.store.lock import StoreLock
 from pathsegdiff.store.partial import remove_partial_writes
 from pathsegdiff.store.reader import FeatureStore
-
-
-@contextmanager
-def write_errors(loc: Location, what: str) -> Iterator[None]:
-    """Turn an OSError while writing (disk full, file-size limit, no permission) into one clear store error."""
-    try:
-        yield
-    except PathsegdiffError:
-        raise
-    except OSError as e:
-        if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            hint = "; check the credentials for this location" if loc.kind == "url" else ""
-            raise StoreReadOnlyError(
-                f"{loc}: cannot write {what}: permission denied ({redact(e.strerror or e)}){hint}"
-            ) from e
-        reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                  errno.EFBIG: "file size limit exceeded"}.get(e.errno, redact(e.strerror or e))
-        raise StoreWriteError(
-            f"{loc}: writing {what} failed: {reason}. Tiles not yet written stay todo: "
-            "free space (or raise the limit) and rerun to resume"
-        ) from e
-
-
-async def _settle(timeout: float = 30.0) -> None:
-    """Wait for the chunk writes a failed batch leaves behind.
-
-    zarr writes an array's chunks as concurrent tasks and stops waiting at the
-    first failure; the others keep running.  Waiting for them means none lands
-    after the error is reported (or the lock released), and none is destroyed
-    pending at exit, which asyncio reports with a traceback on stderr.
-    """
-    me = asyncio.current_task()
-    pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
-    if pending:
-        await asyncio.wait(pending, timeout=timeout)
 
 
 def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
@@ -81,11 +42,20 @@ def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 class StoreWriter(FeatureStore):
-    """A store opened for writing by this process alone (it holds the lock)."""
+    """A store opened for writing by this process alone (it holds the lock).
 
-    def __init__(self, loc: Location, lock: StoreLock | None):
+    ``owns_status=False`` is a distributed run's range worker: it writes tile
+    data only and collects what it would have set (``written``, ``failed``)
+    for the coordinator, which owns the status and records them when the
+    range returns (``mark_written``, ``mark_failed``).
+    """
+
+    def __init__(self, loc: Location, lock: StoreLock | None, owns_status: bool = True):
         super().__init__(loc, writable=True)
         self._lock = lock
+        self.owns_status = owns_status
+        self.written: list[int] = []  # collected by a writer that does not own the status
+        self.failed: list[tuple[int, str]] = []
         self._status = np.asarray(self._array(S.STATUS)[:], dtype=np.uint8)
         if lock is not None and lock.held and loc.local_dir is not None:
             with write_errors(loc, "the clean-up of an interrupted write"):
@@ -136,15 +106,24 @@ class StoreWriter(FeatureStore):
             try:
                 sync(put_all())
             except BaseException:
-                sync(_settle())
+                sync(settle_pending_writes())
                 raise
             self._set_status(idx, S.STATUS_WRITTEN)
+
+    def take_collected(self) -> tuple[list[int], list[tuple[int, str]]]:
+        """(written, failed) collected since the last call by a writer that does not own the status."""
+        out = (self.written, self.failed)
+        self.written, self.failed = [], []
+        return out
 
     def mark_failed(self, indices: Iterable[int], reasons: Sequence[str]) -> None:
         """Record tiles whose input could not be used; they hold no data."""
         idx = self._indices(indices)
         if len(reasons) != len(idx):
             raise SchemaError("mark_failed needs one reason per tile")
+        if not self.owns_status:
+            self.failed.extend(zip(map(int, idx), map(str, reasons)))
+            return
         arr = self._array(S.FAIL_REASON)
         with write_errors(self.location, "failed-tile reasons"):
             for i, r in zip(idx, reasons):
@@ -157,17 +136,15 @@ class StoreWriter(FeatureStore):
         with write_errors(self.location, "tile status"):
             self._set_status(self._indices(indices), S.STATUS_WRITTEN)
 
-    def mark_verified(self, indices: Iterable[int]) -> None:
-        idx = self._indices(indices)
-        idx = idx[self._status[idx] == S.STATUS_WRITTEN]
-        if len(idx):
-            self._set_status(idx, S.STATUS_VERIFIED)
-
     def reset_tiles(self, indices: Iterable[int]) -> None:
         """Mark tiles todo again (after verify found them damaged) so a resume rewrites them."""
         self._set_status(self._indices(indices), S.STATUS_TODO)
 
     def _set_status(self, idx: np.ndarray, value: int) -> None:
+        if not self.owns_status:
+            if value == S.STATUS_WRITTEN:
+                self.written.extend(int(i) for i in idx)
+            return
         before = self._status.copy()
         self._status[idx] = value
         arr = self._array(S.STATUS)

@@ -1,6 +1,6 @@
 """Which tiles and which features a run uses: splits, label fractions, block/timestep selection.
 
-Only tiles whose status is written or verified take part.  Splits come from
+Only tiles whose status is written take part.  Splits come from
 the ``split`` column of the tile table.  Tiles with an empty split count as
 train.  When no written tile is marked ``val``, a validation set is carved
 from train with the data seed: whole slides when train spans at least two
@@ -19,7 +19,7 @@ import numpy as np
 
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.store import FeatureStore
-from pathsegdiff.store.schema import STATUS_VERIFIED, STATUS_WRITTEN, BlockSpec
+from pathsegdiff.store.schema import BlockSpec
 
 
 def resolve_selection(
@@ -65,8 +65,9 @@ class Splits:
 def read_splits(store: FeatureStore, seed: int = 0, val_fraction: float = 0.2) -> Splits:
     """Written tiles by split, with a validation set carved from train if the store has none."""
     table = store.table()
-    status, split = table["status"], np.asarray(table["split"]).astype(str)
-    ok = (status == STATUS_WRITTEN) | (status == STATUS_VERIFIED)
+    split = np.asarray(table["split"]).astype(str)
+    ok = np.zeros(len(split), bool)
+    ok[store.written()] = True  # the store says which tiles hold complete data
     train = np.flatnonzero(ok & ((split == "train") | (split == "")))
     val = np.flatnonzero(ok & (split == "val"))
     test = np.flatnonzero(ok & (split == "test"))

@@ -13,14 +13,13 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from pathsegdiff.cli import app
-from pathsegdiff.extract.features import FeatureConfig, block_shapes
-from pathsegdiff.extract.models import load_model
+from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.predict.inputs import ImageInput
 from pathsegdiff.predict.run import PredictConfig, _extracted_tiles
 from pathsegdiff.store import BlockSpec, FeatureSpec
 from pathsegdiff.train_head.checkpoint import HeadMeta, build_head, load_head, save_head
 from pathsegdiff.train_head.heads import HeadConfig
-from pathsegdiff.train_head.stitch import StitchConfig, fuse_tiles
+from pathsegdiff.predict.stitch import StitchConfig, fuse_tiles
 
 DATA = Path(__file__).parents[1] / "data"
 IMAGE = DATA / "target_image.png"
@@ -31,9 +30,9 @@ runner = CliRunner()
 
 def make_head(run_dir: Path, tile: int = TILE, weights_sha256: str | None = None) -> Path:
     """An FCN head with seeded random weights, recorded as trained on a tiny-model store."""
-    ldm = load_model("tiny")
-    fcfg = FeatureConfig()
-    shapes = block_shapes(ldm, fcfg, tile)
+    featurizer = Featurizer.load("tiny")
+    ldm, fcfg = featurizer.backbone, featurizer.cfg
+    shapes = featurizer.block_shapes(tile)
     blocks = tuple(BlockSpec(b, *shapes[b]) for b in fcfg.blocks)
     spec = FeatureSpec(ldm.model_id, weights_sha256 or ldm.weights_sha256, blocks, fcfg.timesteps, tile_size=tile)
     torch.manual_seed(0)
@@ -66,7 +65,7 @@ def fused_logits(image: Path, head_run: Path, overlap: int, window: str) -> tupl
 
 def seam_jump(logits: np.ndarray, stitch: StitchConfig) -> float:
     """Mean |step| of the logits across rows and columns where a tile starts or ends, over the mean step elsewhere."""
-    from pathsegdiff.train_head.stitch import tile_origins
+    from pathsegdiff.predict.stitch import tile_origins
 
     _, h, w = logits.shape
     dy = np.abs(np.diff(logits, axis=1)).mean(axis=(0, 2))  # step between row r and r+1

@@ -8,10 +8,10 @@ import torch
 
 @pytest.fixture(scope="session")
 def tiny():
-    from pathsegdiff.extract.models import load_model
+    from pathsegdiff.extract.backbones import load_backbone
 
     torch.set_num_threads(1)  # the CI machine has 2 cores shared with other jobs
-    return load_model("tiny")
+    return load_backbone("tiny")
 
 
 @pytest.fixture

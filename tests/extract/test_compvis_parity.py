@@ -17,8 +17,8 @@ import yaml
 from diffusers import UNet2DConditionModel, VQModel
 
 from pathsegdiff.errors import ModelLoadError
-from pathsegdiff.extract.compvis_config import unet_config
-from pathsegdiff.extract.models import ModelSpec, load_model
+from pathsegdiff.extract.backbones.compvis_config import unet_config
+from pathsegdiff.extract.backbones import BackboneSpec, load_backbone
 
 RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
           "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
@@ -165,8 +165,8 @@ def reference_dir(tmp_path_factory):
 
 def test_unet_first_stage_and_cond_match(reference_dir):
     root, unet, vq, cond = reference_dir
-    ldm = load_model(str(root))
-    assert ModelSpec.parse(str(root)).kind == "compvis" and ldm.model_id == f"compvis:{root.name}"
+    ldm = load_backbone(str(root))
+    assert BackboneSpec.parse(str(root)).family == "compvis" and ldm.model_id == f"compvis:{root.name}"
     x, t, ctx = _unet_inputs()
     with torch.no_grad():
         assert _rel_err(ldm.unet(x, t, encoder_hidden_states=ctx).sample, unet(x, t, encoder_hidden_states=ctx).sample) < 1e-4
@@ -189,7 +189,7 @@ def test_head_count_pitfall(tmp_path):
     params = {k: v for k, v in UNET_YAML.items() if k != "num_heads"} | {"num_heads": -1, "num_head_channels": 16}
     heads = [2, 4, 6]  # 32, 64, 96 channels / 16
     unet, _, _ = write_log_dir(tmp_path / "m", params, heads=heads)
-    ldm = load_model(str(tmp_path / "m"))
+    ldm = load_backbone(str(tmp_path / "m"))
     assert list(ldm.unet.config.attention_head_dim) == heads
     x, t, ctx = _unet_inputs()
     with torch.no_grad():
@@ -225,14 +225,14 @@ def test_lightning_metadata_loads_without_lightning(tmp_path, fake_class, monkey
     write_log_dir(tmp_path / "m", UNET_YAML, heads=[1, 1, 1], ckpt_extra={"callbacks": {"cb": obj}})
     monkeypatch.undo()  # lightning is not installed when loading
     assert "pytorch_lightning" not in sys.modules
-    assert load_model(str(tmp_path / "m")).context_tokens == 2
+    assert load_backbone(str(tmp_path / "m")).context_tokens == 2
 
 
 def test_foreign_classes_are_refused(tmp_path, fake_class, monkeypatch):
     write_log_dir(tmp_path / "m", UNET_YAML, heads=[1, 1, 1], ckpt_extra={"x": fake_class("evil_payload", "Runner")()})
     monkeypatch.undo()
     with pytest.raises(ModelLoadError, match=r"last\.ckpt.*evil_payload\.Runner.*refusing"):
-        load_model(str(tmp_path / "m"))
+        load_backbone(str(tmp_path / "m"))
 
 
 def test_bad_log_dirs(tmp_path, reference_dir):
@@ -240,31 +240,29 @@ def test_bad_log_dirs(tmp_path, reference_dir):
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "a-project.yaml").write_text(yaml.safe_dump(project_yaml(UNET_YAML)))
     with pytest.raises(ModelLoadError, match=r"checkpoints/last\.ckpt: checkpoint file not found"):
-        load_model(str(tmp_path))
+        load_backbone(str(tmp_path))
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes((root / "checkpoints" / "last.ckpt").read_bytes()[:1000])
     with pytest.raises(ModelLoadError, match="last.ckpt: cannot read checkpoint"):
-        load_model(str(tmp_path))
+        load_backbone(str(tmp_path))
     # a yaml for an unsupported model
     bad = project_yaml(UNET_YAML)
     bad["model"]["params"]["cond_stage_config"]["target"] = "ldm.modules.encoders.modules.FrozenCLIPEmbedder"
     (tmp_path / "configs" / "a-project.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ModelLoadError, match="a-project.yaml: cond_stage_config 'FrozenCLIPEmbedder' is not supported"):
-        load_model(str(tmp_path))
+        load_backbone(str(tmp_path))
     # weights that do not fit the yaml: name the file and a few missing keys
     other = project_yaml(UNET_YAML | {"channel_mult": [1, 2, 4]})
     (tmp_path / "configs" / "a-project.yaml").write_text(yaml.safe_dump(other))
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes((root / "checkpoints" / "last.ckpt").read_bytes())
     with pytest.raises(ModelLoadError, match="last.ckpt: (the )?UNet weights do not match"):
-        load_model(str(tmp_path))
+        load_backbone(str(tmp_path))
 
 
 def test_reference_config_gives_the_documented_inventory():
-    """The BRCA-20x unet_config -> diffusers config: parameter count and block shapes of DESIGN.md 3."""
-    from types import SimpleNamespace
-
-    from pathsegdiff.extract.compvis_config import REFERENCE_UNET
-    from pathsegdiff.extract.features import FeatureConfig, available_blocks, block_shapes
+    """The BRCA-20x unet_config -> diffusers config: parameter count and the documented block shapes."""
+    from pathsegdiff.extract.backbones.compvis_config import REFERENCE_UNET
+    from pathsegdiff.extract.backbones.unet_blocks import unet_block_shapes
 
     config = unet_config(REFERENCE_UNET)
     assert config["attention_head_dim"] == [1, 1, 1, 1]
@@ -273,8 +271,7 @@ def test_reference_config_gives_the_documented_inventory():
         unet = UNet2DConditionModel(**config)
     n_params = sum(p.numel() for p in unet.parameters())
     assert 350e6 < n_params < 450e6
-    ldm = SimpleNamespace(unet=unet, downsample=4, model_id="reference")
-    shapes = block_shapes(ldm, FeatureConfig(blocks=tuple(available_blocks(ldm))), 256)
+    shapes = unet_block_shapes(unet, 256 // 4)
     assert shapes == {"mid": (960, 8, 8), "up0.pre": (960, 8, 8), "up0": (960, 16, 16), "up1.pre": (576, 16, 16),
                       "up1": (576, 32, 32), "up2.pre": (384, 32, 32), "up2": (384, 64, 64), "up3": (192, 64, 64)}
 
@@ -289,5 +286,24 @@ def test_safetensors_checkpoint(tmp_path, reference_dir):
     for yaml_file in (root / "configs").iterdir():
         (tmp_path / "configs" / yaml_file.name).write_bytes(yaml_file.read_bytes())
     save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "checkpoints" / "model.safetensors")
-    ldm = load_model(str(tmp_path))
-    assert ldm.weights_sha256 == load_model(str(root)).weights_sha256  # identity follows weights, not file format
+    ldm = load_backbone(str(tmp_path))
+    assert ldm.weights_sha256 == load_backbone(str(root)).weights_sha256  # identity follows weights, not file format
+
+
+def test_scale_by_std_uses_the_learned_scale_factor(tmp_path, reference_dir):
+    """A scale_by_std model keeps its learned scale_factor as a checkpoint buffer; the yaml's value is not it."""
+    root, _, vq, _ = reference_dir
+    for part in ("configs", "checkpoints"):
+        (tmp_path / part).mkdir()
+    yaml_file = next((root / "configs").iterdir())
+    config = yaml.safe_load(yaml_file.read_text())
+    config["model"]["params"].update(scale_by_std=True, scale_factor=1.0)
+    (tmp_path / "configs" / yaml_file.name).write_text(yaml.safe_dump(config))
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["state_dict"]["scale_factor"] = torch.tensor(0.37)
+    torch.save(ckpt, tmp_path / "checkpoints" / "last.ckpt")
+    ldm = load_backbone(str(tmp_path))
+    assert ldm.scale_factor == pytest.approx(0.37)
+    rgb = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.no_grad():
+        assert _rel_err(ldm.encode(rgb), vq.encode(rgb).latents * 0.37) < 1e-4

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from test_job import TILES, data_bytes, extract, one_thread, reference  # noqa: F401  (fixtures reused)
 
-from pathsegdiff.extract.datasets import SourceConfig, open_source
-from pathsegdiff.extract.cluster import ClusterConfig, connect
-from pathsegdiff.extract.distributed import ranges, run_distributed
-from pathsegdiff.extract.job import ExtractConfig
+from pathsegdiff.tiles.datasets import SourceConfig, open_source
+from pathsegdiff.extract.run.cluster import ClusterConfig, connect
+from pathsegdiff.extract.run.distributed import ranges, run_distributed
+from pathsegdiff.extract.run.config import ExtractConfig
 from pathsegdiff.store import open_store
 from pathsegdiff.store.verify import verify_store
 

@@ -6,26 +6,56 @@ import pytest
 import torch
 
 from pathsegdiff.errors import ConfigError, InputError
-from pathsegdiff.extract.features import (
-    DEFAULT_BLOCKS,
-    FeatureConfig,
-    FeatureExtractor,
-    available_blocks,
-    block_shapes,
-    noise_seed,
-    tile_noise,
-)
+from pathsegdiff.extract.backbones.unet_blocks import partial_forward
+from pathsegdiff.extract.featurize import FeatureConfig, Featurizer, noise_seed, tile_noise
+
+
+def fx_of(backbone, cfg):
+    """A featurizer called as (rgb, ids, ssl) -> (features, latent)."""
+    featurizer = Featurizer(backbone, cfg)
+
+    def run(rgb, ids, ssl=None):
+        out = featurizer(rgb, ids, ssl=ssl)
+        return out.features, out.latent
+
+    return run
+
+
+def block_shapes(backbone, cfg, tile):
+    return Featurizer(backbone, cfg).block_shapes(tile)
 
 
 def test_available_blocks_of_tiny(tiny):
-    assert available_blocks(tiny) == ["mid", "up0.pre", "up0", "up1.pre", "up1", "up2.pre", "up2", "up3"]
-    assert set(DEFAULT_BLOCKS) <= set(available_blocks(tiny))
+    assert tiny.blocks() == ["mid", "up0.pre", "up0", "up1.pre", "up1", "up2.pre", "up2", "up3"]
+    assert tiny.default_blocks == ("up1", "up2") and tiny.default_timesteps == (50, 150)
+
+
+def test_partial_forward_equals_the_full_unet(tiny, tiles):
+    """Every block the partial forward returns is what the full UNet forward computes there."""
+    rgb, ids = tiles
+    z = tiny.encode(rgb[:1].float() / 127.5 - 1.0)
+    context = tiny.context(None, 1)
+    seen = {}
+    hooks = [tiny.unet.mid_block.register_forward_hook(lambda m, a, out: seen.__setitem__("mid", out))]
+    for i, block in enumerate(tiny.unet.up_blocks):
+        hooks.append(block.register_forward_hook(lambda m, a, out, n=f"up{i}": seen.__setitem__(n, out)))
+        if block.upsamplers:
+            hooks.append(block.upsamplers[0].register_forward_pre_hook(
+                lambda m, args, n=f"up{i}.pre": seen.__setitem__(n, args[0])))
+    t = torch.full((1,), 50, dtype=torch.long)
+    try:
+        tiny.unet(z, t, encoder_hidden_states=context)
+    finally:
+        for h in hooks:
+            h.remove()
+    for name in tiny.blocks():
+        assert torch.equal(partial_forward(tiny.unet, z, 50, context, (name,))[name], seen[name]), name
 
 
 def test_block_shapes_match_a_real_run(tiny, tiles):
     rgb, ids = tiles
-    cfg = FeatureConfig(blocks=tuple(available_blocks(tiny)), timesteps=(10,))
-    feats, z0 = FeatureExtractor(tiny, cfg)(rgb[:2], ids[:2], None)
+    cfg = FeatureConfig(blocks=tuple(tiny.blocks()), timesteps=(10,))
+    feats, z0 = fx_of(tiny, cfg)(rgb[:2], ids[:2], None)
     shapes = block_shapes(tiny, cfg, 64)
     assert {b: tuple(x.shape[1:]) for b, x in feats[10].items()} == shapes
     assert shapes["up0"] == (96, 4, 4) and shapes["up0.pre"] == (96, 2, 2) and shapes["up3"] == (32, 16, 16)
@@ -37,7 +67,7 @@ def test_unknown_block_lists_the_valid_ones(tiny):
     with pytest.raises(ConfigError, match=r"no block\(s\) \['up9'\].*up0\.pre"):
         block_shapes(tiny, FeatureConfig(blocks=("up1", "up9")), 64)
     with pytest.raises(ConfigError, match="up9"):
-        FeatureExtractor(tiny, FeatureConfig(blocks=("up9",)))
+        fx_of(tiny, FeatureConfig(blocks=("up9",)))
 
 
 def test_tile_size_must_fit_the_unet(tiny):
@@ -47,7 +77,7 @@ def test_tile_size_must_fit_the_unet(tiny):
 
 def test_timestep_outside_schedule(tiny):
     with pytest.raises(ConfigError, match="1000"):
-        FeatureExtractor(tiny, FeatureConfig(timesteps=(50, 1000)))
+        fx_of(tiny, FeatureConfig(timesteps=(50, 1000)))
 
 
 def test_config_validation_and_round_trip():
@@ -72,7 +102,7 @@ def test_noise_seed_is_stable_and_distinct():
 
 def test_bit_identical_for_batch_sizes_1_and_7(tiny, tiles):
     rgb, ids = tiles
-    fx = FeatureExtractor(tiny, FeatureConfig(blocks=("mid", "up1.pre", "up2"), timesteps=(50, 150)))
+    fx = fx_of(tiny, FeatureConfig(blocks=("mid", "up1.pre", "up2"), timesteps=(50, 150)))
     batched, z_batched = fx(rgb, ids, None)
     for i in range(7):
         single, z_single = fx(rgb[i : i + 1], ids[i : i + 1], None)
@@ -89,9 +119,9 @@ def test_bit_identical_for_batch_sizes_1_and_7(tiny, tiles):
 def test_timesteps_draws_and_conditioning_change_features(tiny, tiles):
     rgb, ids = tiles
     rgb, ids = rgb[:2], ids[:2]
-    one = FeatureExtractor(tiny, FeatureConfig(blocks=("up1",), timesteps=(50, 400)))(rgb, ids, None)[0]
+    one = fx_of(tiny, FeatureConfig(blocks=("up1",), timesteps=(50, 400)))(rgb, ids, None)[0]
     assert not torch.equal(one[50]["up1"], one[400]["up1"])
-    three = FeatureExtractor(tiny, FeatureConfig(blocks=("up1",), timesteps=(50,), draws=3))
+    three = fx_of(tiny, FeatureConfig(blocks=("up1",), timesteps=(50,), draws=3))
     avg = three(rgb, ids, None)[0][50]["up1"]
     # the average of 3 draws equals the mean of 3 hand-made UNet passes, one per draw seed
     z0 = torch.cat([tiny.encode(rgb[i : i + 1].float() / 127.5 - 1.0) for i in range(2)])  # per tile, as on CPU
@@ -102,19 +132,19 @@ def test_timesteps_draws_and_conditioning_change_features(tiny, tiles):
         for i in range(2):
             eps = tile_noise((3, 16, 16), ids[i : i + 1], 0, 50, draw)
             zt = a**0.5 * z0[i : i + 1] + (1 - a) ** 0.5 * eps
-            by_hand[i] += three._unet_blocks(zt, 50, context[i : i + 1])["up1"][0]
+            by_hand[i] += tiny.forward_blocks(zt, 50, context[i : i + 1], ("up1",))["up1"][0]
     torch.testing.assert_close(avg, by_hand / 3, rtol=1e-6, atol=1e-6)
     assert not torch.equal(avg, one[50]["up1"])
     ssl = torch.randn(2, tiny.ssl_dim)
-    cond = FeatureExtractor(tiny, FeatureConfig(blocks=("up1",), timesteps=(50,)))(rgb, ids, ssl)[0]
+    cond = fx_of(tiny, FeatureConfig(blocks=("up1",), timesteps=(50,)))(rgb, ids, ssl)[0]
     assert not torch.equal(cond[50]["up1"], one[50]["up1"])
-    other_seed = FeatureExtractor(tiny, FeatureConfig(blocks=("up1",), timesteps=(50,), seed=1))(rgb, ids, None)[0]
+    other_seed = fx_of(tiny, FeatureConfig(blocks=("up1",), timesteps=(50,), seed=1))(rgb, ids, None)[0]
     assert not torch.equal(other_seed[50]["up1"], one[50]["up1"])
 
 
 def test_bad_batches(tiny, tiles):
     rgb, ids = tiles
-    fx = FeatureExtractor(tiny, FeatureConfig())
+    fx = fx_of(tiny, FeatureConfig())
     with pytest.raises(InputError, match="uint8"):
         fx(rgb.float(), ids, None)
     with pytest.raises(InputError, match="tile ids"):

@@ -16,8 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from pathsegdiff.cli import app
-from pathsegdiff.extract.features import FeatureConfig, block_shapes
-from pathsegdiff.extract.models import load_model
+from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.store import open_store
 from pathsegdiff.store.verify import verify_store
 
@@ -64,7 +63,7 @@ def test_fills_a_store_that_verifies_with_the_models_shapes(reference):
     assert verify_store(reference).ok
     fs = open_store(reference)
     assert len(fs.written()) == fs.n_tiles == 36
-    shapes = block_shapes(load_model("tiny"), FeatureConfig(), 64)
+    shapes = Featurizer.load("tiny").block_shapes(64)
     assert {b.name: b.shape for b in fs.schema.features.blocks} == shapes
     tile = fs.read_tile(5)
     for t in (50, 150):
@@ -157,7 +156,7 @@ class _InterruptedSource:
     """The he_tiles folder, but Ctrl-C arrives while decoding tile ``at``."""
 
     def __init__(self, at: int):
-        from pathsegdiff.extract.datasets import SourceConfig, open_source
+        from pathsegdiff.tiles.datasets import SourceConfig, open_source
 
         self.inner, self.at = open_source(TILES, SourceConfig(tile_size=64, stride=32)), at
         self.records, self.tile_size = self.inner.records, 64
@@ -176,13 +175,14 @@ class _InterruptedSource:
 
 
 def test_ctrl_c_finishes_computed_batches_and_leaves_no_lock(tiny, reference, tmp_path):
-    from pathsegdiff.extract.job import ExtractConfig, run_extraction
+    from pathsegdiff.extract.run.config import ExtractConfig
+    from pathsegdiff.extract.run.job import run_extraction
     from pathsegdiff.store.schema import LOCK_NAME
 
     out = tmp_path / "c.zarr"
     cfg = ExtractConfig(batch_size=4, decode_workers=0)
     with pytest.raises(KeyboardInterrupt):
-        run_extraction(_InterruptedSource(at=10), out, cfg, progress=False, echo=lambda line: None, ldm=tiny)
+        run_extraction(_InterruptedSource(at=10), out, cfg, progress=False, echo=lambda line: None, backbone=tiny)
     assert not (out / LOCK_NAME).exists()
     fs = open_store(out)
     assert list(fs.written()) == list(range(8))  # the two batches computed before tile 10 were written

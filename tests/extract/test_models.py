@@ -8,20 +8,21 @@ import pytest
 import torch
 
 from pathsegdiff.errors import ModelLoadError
-from pathsegdiff.extract.models import LDM, ModelSpec, load_model
-from pathsegdiff.extract.tiny import build_tiny
+from pathsegdiff.extract.backbones import BackboneSpec, builtin_ids, load_backbone
+from pathsegdiff.extract.backbones.ldm import LDM
+from pathsegdiff.extract.backbones.tiny import build_tiny
 
 
 def test_parse_tiny_and_missing_paths(tmp_path):
-    assert ModelSpec.parse("tiny") == ModelSpec("tiny") and ModelSpec("tiny").kind == "tiny"
+    assert BackboneSpec.parse("tiny") == BackboneSpec("tiny", "tiny") and "tiny" in builtin_ids()
     with pytest.raises(ModelLoadError, match="nowhere"):
-        ModelSpec.parse(str(tmp_path / "nowhere"))
+        BackboneSpec.parse(str(tmp_path / "nowhere"))
     (tmp_path / "file.ckpt").write_bytes(b"x")
     with pytest.raises(ModelLoadError, match="file.ckpt.*got a file"):
-        ModelSpec.parse(str(tmp_path / "file.ckpt"))
+        BackboneSpec.parse(str(tmp_path / "file.ckpt"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="empty: not a recognised model directory"):
-        load_model(str(tmp_path / "empty"))
+        load_backbone(str(tmp_path / "empty"))
 
 
 def test_tiny_contract(tiny):
@@ -30,7 +31,7 @@ def test_tiny_contract(tiny):
     assert (tiny.latent_channels, tiny.downsample) == (3, 4)
     assert (tiny.context_tokens, tiny.context_dim, tiny.ssl_dim) == (2, 64, 384)
     assert tiny.alphas_cumprod.shape == (1000,)
-    # the reference schedule (DESIGN.md 3): abar at t = 50, 100, 250
+    # the reference schedule (docs/architecture.md): abar at t = 50, 100, 250
     assert [round(float(tiny.alphas_cumprod[t]), 3) for t in (50, 100, 250)] == [0.917, 0.823, 0.508]
     rgb = torch.rand(2, 3, 64, 64) * 2 - 1
     assert tiny.encode(rgb).shape == (2, 3, 16, 16)
@@ -99,13 +100,13 @@ def write_diffusers_folder(root, with_text_encoder: bool):
 
 @pytest.mark.parametrize("with_text_encoder", [False, True])
 def test_diffusers_folder(tmp_path, with_text_encoder):
-    from pathsegdiff.extract.features import FeatureConfig, FeatureExtractor, available_blocks, block_shapes
-    from pathsegdiff.extract.ldm import scaled_linear_alphas_cumprod
+    from pathsegdiff.extract.backbones.ldm import scaled_linear_alphas_cumprod
+    from pathsegdiff.extract.featurize import FeatureConfig, Featurizer
 
     root = tmp_path / "sd-tiny"
     unet, vae = write_diffusers_folder(root, with_text_encoder)
-    ldm = load_model(str(root))
-    assert ModelSpec.parse(str(root)).kind == "diffusers" and ldm.model_id == "diffusers:sd-tiny"
+    ldm = load_backbone(str(root))
+    assert BackboneSpec.parse(str(root)).family == "diffusers-unet" and ldm.model_id == "diffusers:sd-tiny"
     assert (ldm.latent_channels, ldm.downsample, ldm.ssl_dim, ldm.context_dim) == (4, 8, 0, 32)
     assert not ldm.untrained and ldm.scale_factor == pytest.approx(0.18215)
     torch.testing.assert_close(ldm.alphas_cumprod.double(), scaled_linear_alphas_cumprod(0.00085, 0.012), rtol=1e-6, atol=1e-7)
@@ -118,10 +119,10 @@ def test_diffusers_folder(tmp_path, with_text_encoder):
     else:
         assert ctx.shape == (3, 77, 32) and not ctx.any() and "zeros" in ldm.notes[0]
     # the block arithmetic holds for an f8 model too
-    cfg = FeatureConfig(blocks=tuple(available_blocks(ldm)), timesteps=(100,))
-    feats, z0 = FeatureExtractor(ldm, cfg)(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), ["a", "b"], None)
-    assert z0.shape == (2, 4, 8, 8)
-    assert {b: tuple(x.shape[1:]) for b, x in feats[100].items()} == block_shapes(ldm, cfg, 64)
+    featurizer = Featurizer(ldm, FeatureConfig(blocks=tuple(ldm.blocks()), timesteps=(100,)))
+    out = featurizer(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), ["a", "b"])
+    assert out.latent.shape == (2, 4, 8, 8)
+    assert {b: tuple(x.shape[1:]) for b, x in out.features[100].items()} == featurizer.block_shapes(64)
 
 
 def test_diffusers_folder_missing_parts(tmp_path):
@@ -129,8 +130,8 @@ def test_diffusers_folder_missing_parts(tmp_path):
     write_diffusers_folder(root, with_text_encoder=False)
     (root / "scheduler" / "scheduler_config.json").unlink()
     with pytest.raises(ModelLoadError, match=r"scheduler_config\.json: not found"):
-        load_model(str(root))
+        load_backbone(str(root))
     (root / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     (root / "scheduler" / "scheduler_config.json").write_text("{}")
     with pytest.raises(ModelLoadError, match="unet: cannot load UNet2DConditionModel"):
-        load_model(str(root))
+        load_backbone(str(root))

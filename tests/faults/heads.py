@@ -15,12 +15,11 @@ CLASSES = ("background", "nuclei", "stroma")
 
 def tiny_model_head(run_dir: Path, tile: int = 128) -> Path:
     """An FCN head recorded as trained on a store of the built-in tiny model (as tests/app/test_predict.py)."""
-    from pathsegdiff.extract.features import FeatureConfig, block_shapes
-    from pathsegdiff.extract.models import load_model
+    from pathsegdiff.extract.featurize import Featurizer
 
-    ldm = load_model("tiny")
-    fcfg = FeatureConfig()
-    shapes = block_shapes(ldm, fcfg, tile)
+    featurizer = Featurizer.load("tiny")
+    ldm, fcfg = featurizer.backbone, featurizer.cfg
+    shapes = featurizer.block_shapes(tile)
     blocks = tuple(BlockSpec(b, *shapes[b]) for b in fcfg.blocks)
     spec = FeatureSpec(ldm.model_id, ldm.weights_sha256, blocks, fcfg.timesteps, tile_size=tile)
     torch.manual_seed(0)

@@ -40,11 +40,11 @@ from pathlib import Path
 
 import torch
 import zarr.storage._local as zarr_local
-from diffusers import UNet2DConditionModel
 
-import pathsegdiff.extract.job as job
-import pathsegdiff.extract.models as models
-import pathsegdiff.extract.tiny as tiny
+import pathsegdiff.extract.backbones.registry as registry
+import pathsegdiff.extract.backbones.seeding as seeding
+import pathsegdiff.extract.run.job as job
+from pathsegdiff.extract.backbones.ldm import LDM
 from pathsegdiff.cli import app
 from pathsegdiff.store.lock import StoreLock
 
@@ -99,9 +99,9 @@ class Sites:
         self._wrap_end()
 
     def _wrap_load(self) -> None:
-        real_load, real_init, real_seed = models.load_model, torch.nn.Module.__init__, tiny._seeded_
+        real_load, real_init, real_seed = registry.load_backbone, torch.nn.Module.__init__, seeding.seed_tensor_
 
-        def load_model(*a, **kw):
+        def load_backbone(*a, **kw):
             self.loading = True
             try:
                 return real_load(*a, **kw)
@@ -118,16 +118,16 @@ class Sites:
                 self.hit("load.seed")
             return real_seed(*a, **kw)
 
-        replace_everywhere(real_load, load_model)
-        torch.nn.Module.__init__, tiny._seeded_ = module_init, seeded
+        replace_everywhere(real_load, load_backbone)
+        torch.nn.Module.__init__, seeding.seed_tensor_ = module_init, seeded
 
     def _wrap_forward(self) -> None:
-        real_forward = UNet2DConditionModel.forward
+        real_forward = LDM.forward_blocks
 
-        def forward(unet, *a, **kw):
+        def forward(ldm, *a, **kw):
             self.computing = self.in_unet = True
             try:
-                return real_forward(unet, *a, **kw)
+                return real_forward(ldm, *a, **kw)
             finally:
                 self.in_unet = False
 
@@ -135,7 +135,7 @@ class Sites:
             if self.in_unet:
                 self.hit("batch.forward")
 
-        UNet2DConditionModel.forward = forward
+        LDM.forward_blocks = forward
         torch.nn.modules.module.register_module_forward_pre_hook(submodule_call)
 
     def _wrap_writes(self) -> None:

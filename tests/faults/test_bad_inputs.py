@@ -198,14 +198,14 @@ def test_evaluate_and_predict_with_bad_run_directories(corpus, store, tmp_path):
 
 
 def test_model_directories_refused_by_the_loader_and_by_predict(corpus, tiny_head, tmp_path):
-    from pathsegdiff.extract.models import load_model
+    from pathsegdiff.extract.backbones import load_backbone
 
     root, manifest = corpus
     image = root / "images" / "palette.png"
     problems = []
     for model_dir in of_kind(corpus, "model_dir"):
         try:
-            load_model(str(model_dir))
+            load_backbone(str(model_dir))
             problems.append(f"load_model {model_dir.name}: loaded")
         except ModelLoadError as e:
             if str(model_dir) not in str(e) or "\n" in str(e).strip():
@@ -311,7 +311,7 @@ def test_extract_on_every_bad_input(corpus, extract_store, tmp_path):
 
 def test_bad_masks_are_refused_by_the_mask_reader(corpus):
     """The library calls the folder source makes on masks, with the file named."""
-    from pathsegdiff.extract.images import check_labels, read_mask
+    from pathsegdiff.tiles.images import check_labels, read_mask
 
     root, _ = corpus
     mask = read_mask(root / "folders" / "mask_out_of_range" / "masks" / "a.png")

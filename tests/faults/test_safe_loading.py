@@ -115,7 +115,7 @@ MALICIOUS = ["malicious_os_system", "malicious_exec", "malicious_protocol4", "ma
 
 @pytest.mark.parametrize("name", MALICIOUS)
 def test_malicious_checkpoint_is_refused_without_running(model_dirs, name):
-    from pathsegdiff.extract.models import load_model
+    from pathsegdiff.extract.backbones import load_backbone
 
     root, manifest = model_dirs
     model_dir = root / "models" / name
@@ -131,12 +131,12 @@ def test_malicious_checkpoint_is_refused_without_running(model_dirs, name):
     marker.unlink()
 
     with pytest.raises(ModelLoadError, match=str(ckpt) if name != "malicious_allowlisted_module" else str(model_dir)):
-        load_model(str(model_dir))
+        load_backbone(str(model_dir))
     assert not marker.exists()
 
 
 def test_refusal_names_the_classes(model_dirs):
-    from pathsegdiff.extract.checkpoint_io import read_state_dict
+    from pathsegdiff.extract.backbones.checkpoint_io import read_state_dict
 
     root, _ = model_dirs
     with pytest.raises(ModelLoadError, match=r"posix\.system.*refusing to run code"):

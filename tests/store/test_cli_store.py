@@ -34,7 +34,7 @@ def test_info_json(tmp_path):
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
     assert info["schema_version"] == 1
-    assert info["tiles"] == {"total": 12, "written": 5, "todo": 6, "verified": 0, "failed": 1}
+    assert info["tiles"] == {"total": 12, "written": 5, "todo": 6, "failed": 1}
     assert info["blocks"] == {"up1": [6, 8, 8], "up2": [4, 16, 16]}
     assert info["timesteps"] == [50, 150]
     assert info["identity"] == synth.spec().identity()

@@ -81,7 +81,7 @@ class _ServerDies:
     """The he_tiles folder; the S3 server goes away while tile ``at`` is decoded (mid-run, mid-write)."""
 
     def __init__(self, server, at: int):
-        from pathsegdiff.extract.datasets import SourceConfig, open_source
+        from pathsegdiff.tiles.datasets import SourceConfig, open_source
 
         self.inner, self.server, self.at = open_source(TILES, SourceConfig(tile_size=64, stride=32)), server, at
         self.records, self.tile_size, self.class_names = self.inner.records, 64, self.inner.class_names
@@ -104,7 +104,8 @@ def test_server_gone_mid_write_leaves_a_consistent_store_and_a_rerun_completes_i
     from moto.server import ThreadedMotoServer
 
     from pathsegdiff.errors import PathsegdiffError
-    from pathsegdiff.extract.job import ExtractConfig, run_extraction
+    from pathsegdiff.extract.run.config import ExtractConfig
+    from pathsegdiff.extract.run.job import run_extraction
     from pathsegdiff.store.verify import verify_store
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from pathsegdiff.errors import InputError
-from pathsegdiff.extract.datasets import SourceConfig, open_source
-from pathsegdiff.extract.sources import IGNORE, grid_positions
+from pathsegdiff.tiles.datasets import SourceConfig, open_source
+from pathsegdiff.tiles.sources import IGNORE, grid_positions
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SLIDE = DATA / "cmu_small_region.svs"

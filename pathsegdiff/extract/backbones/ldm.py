@@ -1,19 +1,22 @@
-"""The LDM object: first stage, UNet, noise schedule and conditioning together.
+"""The UNet latent diffusion backbone (:class:`LDM`) and the reference model's SSL projection.
 
-Every loader (``tiny.py``, ``compvis.py``, ``diffusers_folder.py``) returns an
-:class:`LDM`; feature extraction only ever talks to this class.
+Every UNet loader (``tiny.py``, ``compvis.py``, ``diffusers_unet.py``) returns
+an :class:`LDM`; the featurize path talks to it through :class:`Backbone`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from pathsegdiff.errors import ModelLoadError
+from pathsegdiff.errors import ConfigError, ModelLoadError
+from pathsegdiff.extract.backbones.base import Backbone, config_sha256, state_dict_sha256
+from pathsegdiff.extract.backbones.unet_blocks import partial_forward, unet_block_shapes, unet_blocks, unet_stride
+
+__all__ = ["LDM", "SSLProjection", "config_sha256", "scaled_linear_alphas_cumprod", "state_dict_sha256"]
 
 
 class SSLProjection(nn.Module):
@@ -48,14 +51,17 @@ class SSLProjection(nn.Module):
         return torch.stack(tokens, dim=1)
 
 
-class LDM:
-    """A latent diffusion model ready for feature extraction.
+class LDM(Backbone):
+    """A UNet latent diffusion model: first stage, UNet, noise schedule and conditioning together.
 
     ``first_stage`` maps rgb in [-1, 1] to the unscaled latent; ``encode``
     multiplies by ``scale_factor``.  Conditioning is either ``cond`` (a
     projection of a per-tile SSL embedding, ``ssl_dim`` > 0) or a fixed
     ``null_context`` (e.g. Stable Diffusion's empty-prompt embedding).
+    The loaders (``tiny.py``, ``compvis.py``, ``diffusers_unet.py``) build it.
     """
+
+    default_blocks = ("up1", "up2")
 
     def __init__(
         self,
@@ -96,24 +102,28 @@ class LDM:
         self.cond = cond.eval().requires_grad_(False) if cond is not None else None
         self.null_context = null_context
         self.untrained = untrained
-        self.notes = notes  # user-facing remarks from the loader (e.g. "no text encoder: zero context")
+        self.notes = notes
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+    def modules(self) -> dict[str, nn.Module]:
+        mods = {"unet": self.unet, "first_stage": self.first_stage_module}
+        if self.cond is not None:
+            mods["cond"] = self.cond
+        return mods
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "LDM":
-        kwargs = {"device": device} if dtype is None else {"device": device, "dtype": dtype}
-        for module in (self.unet, self.first_stage_module, self.cond):
-            if module is not None:  # nn.Module.to: diffusers' override warns on every dtype cast
-                nn.Module.to(module, **kwargs)
+        super().to(device, dtype)
         if self.null_context is not None:
             self.null_context = self.null_context.to(device=device, dtype=dtype or self.null_context.dtype)
         return self
+
+    def blocks(self) -> list[str]:
+        return unet_blocks(self.unet)
+
+    def block_shapes(self, tile_size: int) -> dict[str, tuple[int, int, int]]:
+        step = self.downsample * unet_stride(self.unet)
+        if tile_size % step:
+            raise ConfigError(f"tile size {tile_size} must be a multiple of {step} for model {self.model_id}")
+        return unet_block_shapes(self.unet, tile_size // self.downsample)
 
     @torch.no_grad()
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -136,37 +146,13 @@ class LDM:
             )
         return self.cond(ssl.to(weight.device))
 
+    def forward_blocks(self, x: torch.Tensor, timestep: int, context: torch.Tensor | None,
+                       blocks: Sequence[str]) -> dict[str, torch.Tensor]:
+        return partial_forward(self.unet, x, timestep, context, blocks)
+
     def describe(self) -> dict[str, Any]:
-        """Short facts for provenance and the CLI's pre-flight line."""
-        return {
-            "model_id": self.model_id,
-            "weights_sha256": self.weights_sha256,
-            "config_sha256": self.config_sha256,
-            "latent_channels": self.latent_channels,
-            "downsample": self.downsample,
-            "context": [self.context_tokens, self.context_dim],
-            "ssl_dim": self.ssl_dim,
-            "scale_factor": self.scale_factor,
-            "untrained": self.untrained,
-            "notes": list(self.notes),
-        }
-
-
-def state_dict_sha256(*modules: nn.Module | None) -> str:
-    """sha256 over names, dtypes, shapes and bytes of every tensor, in a fixed order."""
-    h = hashlib.sha256()
-    for index, module in enumerate(modules):
-        if module is None:
-            continue
-        for name, tensor in sorted(module.state_dict().items()):
-            t = tensor.detach().to("cpu").contiguous()
-            h.update(f"{index}:{name}:{t.dtype}:{tuple(t.shape)};".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def config_sha256(config: Any) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+        return {**super().describe(), "context": [self.context_tokens, self.context_dim],
+                "scale_factor": self.scale_factor}
 
 
 def scaled_linear_alphas_cumprod(beta_start: float, beta_end: float, steps: int = 1000) -> torch.Tensor:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pathsegdiff.errors import ConfigError
-from pathsegdiff.train_head.stitch import LogitFuser, StitchConfig, fuse_tiles, tile_grid, tile_origins, window_weights
+from pathsegdiff.predict.stitch import LogitFuser, StitchConfig, fuse_tiles, tile_grid, tile_origins, window_weights
 
 
 def pointwise(rgb: np.ndarray) -> np.ndarray:

@@ -20,7 +20,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, VQMode
 from torch import nn
 
 from pathsegdiff.errors import ModelLoadError
-from pathsegdiff.extract.ldm import LDM, config_sha256, state_dict_sha256
+from pathsegdiff.extract.backbones.base import Family, config_sha256, state_dict_sha256
+from pathsegdiff.extract.backbones.ldm import LDM
 
 DEFAULT_TOKENS = 77  # CLIP's context length, for zero contexts without a tokenizer
 
@@ -99,3 +100,7 @@ def load_diffusers_folder(root: Path) -> LDM:
         null_context=context,
         notes=(note,),
     )
+
+
+FAMILY = Family("diffusers-unet", recognises=lambda path: (path / "unet" / "config.json").is_file(),
+                load=load_diffusers_folder, layout="unet/, vae/, scheduler/ (a diffusers UNet folder, e.g. Stable Diffusion)")

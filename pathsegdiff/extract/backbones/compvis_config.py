@@ -125,7 +125,7 @@ def downsample_factor(first_stage: dict[str, Any]) -> int:
     return 2 ** (len(first_stage["params"]["ddconfig"]["ch_mult"]) - 1)
 
 
-# The BRCA-20x HIPT model's unet_config / first_stage_config params (DESIGN.md 3), for
+# The BRCA-20x HIPT model's unet_config / first_stage_config params (docs/architecture.md), for
 # random-weight stand-ins of the reference size (benchmarks, shape checks).
 REFERENCE_UNET = dict(image_size=64, in_channels=3, out_channels=3, model_channels=192,
                       attention_resolutions=[8, 4, 2], num_res_blocks=2, channel_mult=[1, 2, 3, 5], num_heads=1,

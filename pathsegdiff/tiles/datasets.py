@@ -17,7 +17,7 @@
   gland instance ids kept; ``testA``/``testB`` both go to split ``test`` and
   stay apart through their slide id (the file stem).  Native resolution
   (about 0.62 um/px) unless ``target_mpp`` is given.
-- A slide file (.svs, .ndpi, .tif, ...): see :mod:`pathsegdiff.extract.wsi`.
+- A slide file (.svs, .ndpi, .tif, ...): see :mod:`pathsegdiff.tiles.wsi`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pathsegdiff.errors import ConfigError, InputError
-from pathsegdiff.extract.images import IMAGE_EXTENSIONS
-from pathsegdiff.extract.sources import IGNORE, ImageEntry, ImageListSource, TileSource
+from pathsegdiff.tiles.images import IMAGE_EXTENSIONS
+from pathsegdiff.tiles.sources import IGNORE, ImageEntry, ImageListSource, TileSource
 from pathsegdiff.store.schema import SPLITS
 
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".mrxs", ".vms", ".bif", ".svslide", ".tif", ".tiff")
@@ -84,7 +84,7 @@ def open_source(path: str | Path, cfg: SourceConfig = SourceConfig()) -> TileSou
     if kind == "auto":
         kind = "slide" if path.is_file() and path.suffix.lower() in SLIDE_EXTENSIONS else "folder"
     if kind == "slide":
-        from pathsegdiff.extract.wsi import SlideSource
+        from pathsegdiff.tiles.wsi import SlideSource
 
         return SlideSource(path, tile_size=cfg.tile_size, stride=cfg.stride, target_mpp=cfg.target_mpp or 0.5,
                            mpp=cfg.mpp, min_tissue=cfg.min_tissue, split=cfg.split)

@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import ndimage
 
 from pathsegdiff.errors import InputError, MissingDependencyError
-from pathsegdiff.extract.sources import TileSample, TileSource, resample_factor
+from pathsegdiff.tiles.sources import TileSample, TileSource, resample_factor
 from pathsegdiff.store import TileRecord
 
 THUMB_PX_PER_TILE = 16
@@ -67,7 +67,7 @@ class SlideSource(TileSource):
                  mpp: float | None = None, min_tissue: float = 0.5, split: str = ""):
         self.path, self.tile_size, self.target_mpp, self.min_tissue = Path(path), tile_size, target_mpp, min_tissue
         self._slide = None
-        slide = self._open()
+        slide = self.open_slide()
         native = mpp or slide.properties.get("tiffslide.mpp-x")
         if not native:
             raise InputError(f"{self.path}: the slide does not record its resolution (mpp); declare it with --source-mpp")
@@ -98,7 +98,8 @@ class SlideSource(TileSource):
                              f"{self.tissue_fraction:.1%} of the slide); lower --min-tissue")
         self._slide = None  # workers reopen the file themselves
 
-    def _open(self):
+    def open_slide(self):
+        """The tiffslide handle, opened once per process (workers reopen it after unpickling)."""
         if self._slide is None:
             try:
                 slide = _tiffslide().TiffSlide(self.path)
@@ -114,7 +115,7 @@ class SlideSource(TileSource):
         return {**self.__dict__, "_slide": None}
 
     def load(self, i: int) -> TileSample:
-        r, slide = self.records[i], self._open()
+        r, slide = self.records[i], self.open_slide()
         level = slide.get_best_level_for_downsample(self.footprint / self.tile_size)
         ds = slide.level_downsamples[level]
         size = max(1, round(self.footprint / ds))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pathsegdiff.extract.stain_labels import STAIN_CLASSES, StainLabelledSource, block_splits, stain_classes
+from pathsegdiff.tiles.stain_labels import STAIN_CLASSES, StainLabelledSource, block_splits, stain_classes
 
 SLIDE = Path(__file__).parents[1] / "data" / "cmu_small_region.svs"
 
@@ -41,7 +41,7 @@ def test_block_splits_are_stable_and_nonempty():
 
 def test_real_slide_gets_all_three_classes_and_splits():
     pytest.importorskip("tiffslide")
-    from pathsegdiff.extract.wsi import SlideSource
+    from pathsegdiff.tiles.wsi import SlideSource
 
     src = StainLabelledSource(SlideSource(SLIDE, min_tissue=0.25, stride=128))
     assert src.class_names == STAIN_CLASSES

@@ -4,7 +4,7 @@
 range of a distributed run (``distributed.py``).  DataLoader workers decode
 tiles; an unreadable tile is a named failure (``unreadable``), recorded with
 ``--skip-errors``, else the end of the run.  The model runs on the device
-(autocast for bf16/fp16), features are cast to the storage dtype there, and a
+(``featurize.py``: autocast for bf16/fp16), features are cast to the storage dtype there, and a
 writer thread takes each batch from a bounded queue, so the model never waits
 on compression or disk.  On any exit, Ctrl-C included, the batches already
 computed are written first.
@@ -12,57 +12,19 @@ computed are written first.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pathsegdiff.errors import ConfigError, InputError, PathsegdiffError
-from pathsegdiff.extract.conditioning import make_conditioner
-from pathsegdiff.extract.features import FeatureExtractor
-from pathsegdiff.extract.models import load_model
-from pathsegdiff.extract.sources import TileSource
+from pathsegdiff.errors import InputError, PathsegdiffError
+from pathsegdiff.extract.featurize import Featurizer
+from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.store import StoreSchema, TileBatch
-
-if TYPE_CHECKING:
-    from pathsegdiff.extract.job import ExtractConfig, ExtractSummary
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Model:
-    """The model, its conditioner and feature hooks on the device: loaded once, used for every batch."""
-
-    ldm: object
-    cond: object
-    extractor: FeatureExtractor
-    autocast: object
-
-    @classmethod
-    def load(cls, cfg: ExtractConfig, ldm=None) -> Model:
-        """``ldm``: an already-built model to use instead of loading ``cfg.model`` (benchmarks, tests)."""
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
-        ldm = load_model(cfg.model, device=cfg.device) if ldm is None else ldm
-        cond = make_conditioner(cfg.conditioning, ldm, device=cfg.device)
-        autocast = (torch.autocast(device_type=torch.device(cfg.device).type, dtype=DTYPES[cfg.dtype])
-                    if cfg.dtype != "fp32" else contextlib.nullcontext())
-        return cls(ldm, cond, FeatureExtractor(ldm, cfg.features), autocast)
-
-    def facts(self) -> dict:
-        """What the provenance records of the model, and a warning for seeded weights."""
-        ldm = self.ldm
-        warning = (f"model {ldm.model_id}: weights are seeded, NOT trained; use it to test the pipeline, "
-                   "not for science") if ldm.untrained else ""
-        return {"model_id": ldm.model_id, "weights_sha256": ldm.weights_sha256, "warning": warning}
-
+from pathsegdiff.tiles.sources import TileSource
 
 class _Decode(Dataset):
     """Decodes tile ``todo[k]``; an unreadable tile comes back as its error message."""
@@ -116,7 +78,7 @@ class _Writer:
             raise self.error
 
 
-def extract_tiles(source: TileSource, todo: np.ndarray, w, model: Model, cfg: ExtractConfig,
+def extract_tiles(source: TileSource, todo: np.ndarray, w, featurizer: Featurizer, cfg: ExtractConfig,
                   summary: ExtractSummary, on_batch=lambda n: None, on_failed=lambda ids, reasons: None,
                   stop=lambda: False) -> None:
     """Decode, compute and write tiles ``todo`` through the writer ``w``: the loop every run shares.
@@ -142,7 +104,7 @@ def extract_tiles(source: TileSource, todo: np.ndarray, w, model: Model, cfg: Ex
             good = [(i, s) for i, s, err in items if err is None]
             if good:
                 tm = time.perf_counter()
-                batch = _compute(good, w, model, w.schema)
+                batch = _compute(good, w, featurizer, w.schema)
                 summary.model_seconds += time.perf_counter() - tm
                 writer.put(lambda idx=[i for i, _ in good], b=batch: w.write(idx, b))
                 summary.written += len(good)
@@ -155,15 +117,12 @@ def extract_tiles(source: TileSource, todo: np.ndarray, w, model: Model, cfg: Ex
     writer.close()
 
 
-def _compute(good, w, model: Model, schema: StoreSchema) -> TileBatch:
+def _compute(good, w, featurizer: Featurizer, schema: StoreSchema) -> TileBatch:
     ids = list(w.tile_ids([i for i, _ in good]))
     rgb = torch.from_numpy(np.stack([s.rgb for _, s in good]))
-    with torch.no_grad(), model.autocast:
-        ssl = model.cond.embed(rgb, ids)
-        feats, z0 = model.extractor(rgb, ids, ssl)
     store_dtype = torch.float16 if schema.features.dtype == "float16" else torch.float32
-    # Cast on the device: half the bytes to copy back, and the writer gets final values.
-    features = {t: {b: x.to(store_dtype).cpu().numpy() for b, x in d.items()} for t, d in feats.items()}
+    out = featurizer(rgb, ids, out_dtype=store_dtype)
+    features = {t: {b: x.cpu().numpy() for b, x in d.items()} for t, d in out.features.items()}
     batch = TileBatch(features, rgb=rgb.numpy())
     if schema.has_labels:
         batch.labels = np.stack([s.labels if s.labels is not None else
@@ -172,7 +131,7 @@ def _compute(good, w, model: Model, schema: StoreSchema) -> TileBatch:
         batch.instances = np.stack([s.instances if s.instances is not None else
                                     np.zeros(rgb.shape[2:], np.int32) for _, s in good])
     if schema.ssl_dim:
-        batch.ssl = ssl.float().cpu().numpy()
+        batch.ssl = out.ssl.float().cpu().numpy()
     if schema.latent_shape:
-        batch.latent = z0.float().cpu().numpy()
+        batch.latent = out.latent.float().cpu().numpy()
     return batch

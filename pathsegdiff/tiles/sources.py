@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from pathsegdiff.errors import InputError
-from pathsegdiff.extract import images as I
+from pathsegdiff.tiles import images as I
 from pathsegdiff.store import TileRecord
 
 IGNORE = 255

@@ -1,6 +1,6 @@
 """Seeded, untrained models: the built-in ``tiny`` one and a reference-size stand-in.
 
-Like the reference (DESIGN.md 3) it has a VQ-f4 first stage (3 latent
+Like the reference (docs/architecture.md) it has a VQ-f4 first stage (3 latent
 channels), a 4-level cross-attention UNet with attention at all but the
 finest level and one head per level, and an SSL projection (patch 384 ->
 context, region token fed zeros) giving 2 context tokens.  It is much
@@ -15,15 +15,13 @@ change with the torch or diffusers version.
 
 from __future__ import annotations
 
-import hashlib
-import math
-
 import torch
 from diffusers import UNet2DConditionModel, VQModel
-from torch import nn
 
-from pathsegdiff.extract.compvis_config import REFERENCE_FIRST_STAGE, REFERENCE_UNET, first_stage_config, unet_config
-from pathsegdiff.extract.ldm import LDM, SSLProjection, config_sha256, scaled_linear_alphas_cumprod, state_dict_sha256
+from pathsegdiff.extract.backbones.compvis_config import REFERENCE_FIRST_STAGE, REFERENCE_UNET, first_stage_config, unet_config
+from pathsegdiff.extract.backbones.base import Family, config_sha256, state_dict_sha256
+from pathsegdiff.extract.backbones.seeding import seed_module
+from pathsegdiff.extract.backbones.ldm import LDM, SSLProjection, scaled_linear_alphas_cumprod
 
 TINY_MODEL_ID = "tiny-v1"  # bump when the config or the weight recipe changes
 TINY_SEED = 20240601
@@ -59,34 +57,13 @@ VQ_CONFIG = dict(
 )
 
 
-def _seeded_(name: str, tensor: torch.Tensor) -> None:
-    """Fill one tensor from a generator seeded by (TINY_SEED, name)."""
-    seed = int.from_bytes(hashlib.sha256(f"{TINY_SEED}:{name}".encode()).digest()[:8], "little")
-    gen = torch.Generator().manual_seed(seed)
-    uniform = torch.rand(tensor.shape, generator=gen, dtype=torch.float64) * 2 - 1
-    if tensor.ndim >= 2:  # weights: variance 1/fan_in keeps activations O(1) through depth
-        bound = math.sqrt(3.0 / (tensor[0].numel()))
-    elif name.endswith("weight"):  # norm scales around 1
-        uniform, bound = 1 + 0.1 * uniform, 1.0
-    else:  # biases: small but nonzero, so every path carries signal
-        bound = 0.05
-    tensor.copy_((uniform * bound).to(tensor.dtype))
-
-
-def _seed_module(prefix: str, module: nn.Module) -> None:
-    with torch.no_grad():
-        for name, tensor in module.state_dict(keep_vars=True).items():
-            if tensor.is_floating_point():
-                _seeded_(f"{prefix}.{name}", tensor.data)
-
-
 def _seeded_ldm(model_id: str, unet_cfg: dict, vq_cfg: dict, context_dim: int, device: str = "cpu") -> LDM:
     with torch.device(device):
         unet = UNet2DConditionModel(**unet_cfg)
         vq = VQModel(**vq_cfg)
         cond = SSLProjection(SSL_DIM, context_dim, region_dim=768, normalize=True)
     for prefix, module in (("unet", unet), ("vq", vq), ("cond", cond)):
-        _seed_module(prefix, module)
+        seed_module(TINY_SEED, prefix, module)
     return LDM(
         model_id=model_id,
         weights_sha256=state_dict_sha256(unet, vq, cond),
@@ -121,3 +98,6 @@ def build_reference_size(device: str = "cpu") -> LDM:
     _, vq_cfg = first_stage_config(REFERENCE_FIRST_STAGE)
     return _seeded_ldm("reference-size-random-v1", unet_config(REFERENCE_UNET), vq_cfg,
                        REFERENCE_UNET["context_dim"], device)
+
+
+FAMILY = Family("tiny", builtin={"tiny": build_tiny})

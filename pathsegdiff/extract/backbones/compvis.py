@@ -20,15 +20,16 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, con
 from torch import nn
 
 from pathsegdiff.errors import ModelLoadError
-from pathsegdiff.extract.checkpoint_io import read_state_dict
-from pathsegdiff.extract.compvis_config import (
+from pathsegdiff.extract.backbones.checkpoint_io import read_state_dict
+from pathsegdiff.extract.backbones.compvis_config import (
     class_name,
     downsample_factor,
     first_stage_config,
     model_params,
     unet_config,
 )
-from pathsegdiff.extract.ldm import LDM, SSLProjection, config_sha256, scaled_linear_alphas_cumprod, state_dict_sha256
+from pathsegdiff.extract.backbones.base import Family, config_sha256, state_dict_sha256
+from pathsegdiff.extract.backbones.ldm import LDM, SSLProjection, scaled_linear_alphas_cumprod
 
 UNET_PREFIX = "model.diffusion_model."
 FIRST_STAGE_PREFIX = "first_stage_model."
@@ -97,6 +98,20 @@ def _build_first_stage(params: dict[str, Any], sd: dict[str, torch.Tensor], path
     return model, lambda rgb: model.encode(rgb).latent_dist.mode()  # the mean: deterministic
 
 
+def _scale_factor(params: dict[str, Any], sd: dict[str, torch.Tensor]) -> float:
+    """The latent scale: a ``scale_by_std`` model learned it and keeps it as a buffer in the checkpoint."""
+    if params.get("scale_by_std") and "scale_factor" in sd:
+        return float(sd["scale_factor"])
+    return float(params.get("scale_factor", 1.0))
+
+
+def _first_stage_notes(params: dict[str, Any]) -> tuple[str, ...]:
+    if first_stage_config(params["first_stage_config"])[0] == "kl":
+        return ("KL first stage: the latent is the posterior mean (the original samples from it), "
+                "so features are deterministic",)
+    return ()
+
+
 def _build_cond(params: dict[str, Any], sd: dict[str, torch.Tensor], path: Path) -> SSLProjection:
     section = params["cond_stage_config"]
     p = section.get("params", {}) or {}
@@ -138,7 +153,7 @@ def load_compvis(root: Path) -> LDM:
         unet=unet,
         first_stage=encode,
         first_stage_module=first_stage,
-        scale_factor=float(params.get("scale_factor", 1.0)),
+        scale_factor=_scale_factor(params, sd),
         alphas_cumprod=scaled_linear_alphas_cumprod(
             float(params.get("linear_start", 1e-4)), float(params.get("linear_end", 2e-2)), int(params.get("timesteps", 1000))
         ),
@@ -148,4 +163,9 @@ def load_compvis(root: Path) -> LDM:
         context_dim=cond.patch_fc.out_features,
         ssl_dim=cond.patch_fc.in_features,
         cond=cond,
+        notes=_first_stage_notes(params),
     )
+
+
+FAMILY = Family("compvis", recognises=lambda path: (path / "configs").is_dir(), load=load_compvis,
+                layout="configs/*-project.yaml + checkpoints/last.ckpt (a CompVis/Lightning log directory)")

@@ -27,13 +27,14 @@ import numpy as np
 import torch
 
 from pathsegdiff.errors import ConfigError, InputError, PathsegdiffError
-from pathsegdiff.extract.cluster import ClusterConfig, connect, visible_gpus
-from pathsegdiff.extract.job import (
-    ExtractConfig, ExtractSummary, build_schema, log_failures, preflight, provenance, remote_errors,
+from pathsegdiff.extract.run.cluster import ClusterConfig, connect, visible_gpus
+from pathsegdiff.extract.featurize import Featurizer
+from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
+from pathsegdiff.extract.run.job import (
+    build_schema, load_featurizer, log_failures, model_facts, preflight, provenance, remote_errors,
 )
-from pathsegdiff.extract.loop import Model, extract_tiles
+from pathsegdiff.extract.run.loop import extract_tiles
 from pathsegdiff.store import StoreWriter, open_or_create
-from pathsegdiff.store import schema as S
 from pathsegdiff.store.location import parse_location
 from pathsegdiff.store.partial import remove_partial_writes
 
@@ -41,25 +42,6 @@ from pathsegdiff.store.partial import remove_partial_writes
 # -- on the workers -------------------------------------------------------------
 _CACHE: dict = {}  # per worker process: the model (one at a time) and the store writer of the current run
 _CACHE_LOCK = threading.Lock()
-
-
-class _RangeWriter(StoreWriter):
-    """A worker's writer: writes the data chunks of its ranges; keeps the status changes for the coordinator."""
-
-    def __init__(self, store: str):
-        super().__init__(parse_location(store), lock=None)
-        self.reset()
-
-    def reset(self) -> None:
-        self.written: list[int] = []
-        self.failed: list[tuple[int, str]] = []
-
-    def _set_status(self, idx: np.ndarray, value: int) -> None:  # the status array is the coordinator's
-        if value == S.STATUS_WRITTEN:
-            self.written.extend(int(i) for i in idx)
-
-    def mark_failed(self, indices, reasons) -> None:
-        self.failed.extend(zip(map(int, indices), map(str, reasons)))
 
 
 def _cached(key, make):
@@ -70,9 +52,9 @@ def _cached(key, make):
         return _CACHE[key[0]][1]
 
 
-def _model(cfg: ExtractConfig) -> Model:
+def _featurizer(cfg: ExtractConfig) -> Featurizer:
     return _cached(("model", cfg.model, cfg.conditioning, cfg.device, cfg.dtype, cfg.features),
-                   lambda: Model.load(cfg))
+                   lambda: load_featurizer(cfg))
 
 
 @contextmanager
@@ -100,8 +82,8 @@ def _renamed(e: PathsegdiffError, message: str) -> PathsegdiffError:
 
 def _describe(source, cfg: ExtractConfig) -> dict:
     with _on_worker(cfg):
-        model = _model(cfg)
-        return {"schema": build_schema(source, model.ldm, model.cond, cfg), **model.facts()}
+        featurizer = _featurizer(cfg)
+        return {"schema": build_schema(source, featurizer, cfg), "features": featurizer.cfg, **model_facts(featurizer)}
 
 
 def _extract_range(source, store: str, token: str, cfg: ExtractConfig, todo: np.ndarray, stop_event: str):
@@ -114,12 +96,12 @@ def _extract_range(source, store: str, token: str, cfg: ExtractConfig, todo: np.
     if cfg.decode_workers and multiprocessing.current_process().daemon:  # a daemon cannot have children
         cfg = replace(cfg, decode_workers=0)
     with _on_worker(cfg), remote_errors(store):
-        model = _model(cfg)
-        w = _cached(("writer", token), lambda: _RangeWriter(store))
-        w.reset()
-        extract_tiles(source, todo, w, model, cfg, ExtractSummary(store, len(todo)),
+        featurizer = _featurizer(cfg)
+        w = _cached(("writer", token), lambda: StoreWriter(parse_location(store), lock=None, owns_status=False))
+        w.take_collected()  # a rerun task on this worker starts with nothing collected
+        extract_tiles(source, todo, w, featurizer, cfg, ExtractSummary(store, len(todo)),
                       stop=lambda: stop.is_set() or _abandoned())
-        return w.written, w.failed
+        return w.take_collected()
 
 
 def _abandoned() -> bool:
@@ -178,6 +160,7 @@ def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluste
         info = next(as_completed(warm, loop=client.loop)).result()
         if info["warning"]:
             echo(info["warning"])
+        cfg = replace(cfg, features=info["features"])  # the backbone's defaults filled in, for the provenance
         n_workers = len(client.nthreads())
         summary = ExtractSummary(store, len(source))
         prov = provenance(source, cfg, info, distributed={"workers": n_workers, "scheduler": client.scheduler.address})

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from pathsegdiff.errors import MissingDependencyError, ModelLoadError
-from pathsegdiff.extract.checkpoint_io import read_state_dict
-from pathsegdiff.extract.conditioning import Conditioner, file_sha256
+from pathsegdiff.extract.backbones.checkpoint_io import read_state_dict
+from pathsegdiff.extract.conditioning.base import Conditioner, file_sha256
 
 INPUT_SIZE = 256
 PATCH = 16

@@ -25,7 +25,7 @@ import hashlib
 import numpy as np
 from scipy import ndimage
 
-from pathsegdiff.extract.sources import TileSample, TileSource
+from pathsegdiff.tiles.sources import TileSample, TileSource
 
 STAIN_CLASSES = ("background", "hematoxylin-dense", "eosin-dense")
 SIGMA_PX = 4.0

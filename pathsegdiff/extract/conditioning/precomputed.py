@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pathsegdiff.errors import InputError, MissingDependencyError, ModelLoadError
-from pathsegdiff.extract.conditioning import Conditioner, file_sha256
+from pathsegdiff.extract.conditioning.base import Conditioner, file_sha256
 
 ID_KEY, EMBEDDING_KEY = "tile_id", "embedding"
 SIDECAR_SUFFIX = ".tile_ids.txt"

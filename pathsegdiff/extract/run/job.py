@@ -15,89 +15,47 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from pathsegdiff import __version__
 from pathsegdiff.errors import ConfigError, InputError, StoreWriteError
-from pathsegdiff.extract.features import FeatureConfig, block_shapes
-from pathsegdiff.extract.loop import DTYPES, Model, extract_tiles
-from pathsegdiff.extract.sources import TileSource
+from pathsegdiff.extract.featurize import Featurizer
+from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
+from pathsegdiff.extract.run.loop import extract_tiles
+from pathsegdiff.tiles.sources import TileSource
 from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, open_or_create
 from pathsegdiff.store.location import is_remote_client_error, redact
-from pathsegdiff.store.schema import DEFAULT_CODEC
 
 
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Everything a run needs besides the source and the store path (saved in provenance)."""
-
-    model: str = "tiny"
-    conditioning: str = "null"
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    batch_size: int = 8
-    device: str = "cpu"
-    dtype: str = "fp32"  # compute dtype; the store holds float16 whatever this is
-    codec: str = DEFAULT_CODEC
-    decode_workers: int | None = None  # decode processes; None: none on a 2-core machine, else up to 4
-    threads: int | None = None  # torch intra-op threads; None: torch's default
-    shard_tiles: int = 1  # >1: tile arrays sharded, this many tiles per shard object (remote stores)
-    limit: int | None = None  # at most this many tiles this run
-    skip_errors: bool = False
-    overwrite: bool = False
-    store_latent: bool = False
-    queue_batches: int = 4  # computed batches waiting for the writer
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.decode_workers is None:  # decoding in-process beats competing with the model for 2 cores
-            cores = os.cpu_count() or 1
-            object.__setattr__(self, "decode_workers", 0 if cores <= 2 else min(4, cores // 2))
-        if self.batch_size < 1 or self.decode_workers < 0 or (self.limit is not None and self.limit < 0):
-            raise ConfigError("batch size must be >= 1, decode workers >= 0 and limit >= 0")
-        if (self.threads is not None and self.threads < 1) or self.shard_tiles < 1:
-            raise ConfigError("--threads and --shard-tiles must be >= 1")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["features"] = self.features.to_dict()
-        return d
+def load_featurizer(cfg: ExtractConfig, backbone=None) -> Featurizer:
+    """The run's featurizer; ``backbone``: an already-built model instead of loading ``cfg.model``."""
+    return Featurizer.load(cfg.model, cfg.conditioning, cfg.features, cfg.device, cfg.dtype, backbone=backbone)
 
 
-@dataclass
-class ExtractSummary:
-    store: str
-    total: int
-    written: int = 0
-    already_written: int = 0
-    failed: dict[str, str] = field(default_factory=dict)  # tile id -> reason
-    seconds: float = 0.0
-    model_seconds: float = 0.0
-
-    @property
-    def tiles_per_s(self) -> float:
-        return self.written / self.seconds if self.seconds else 0.0
-
-    def line(self) -> str:
-        return (f"{self.written} tiles written, {self.already_written} already written, {len(self.failed)} failed, "
-                f"{self.seconds:.1f} s, {self.tiles_per_s:.2f} tiles/s -> {self.store}")
+def model_facts(featurizer: Featurizer) -> dict:
+    """What the provenance records of the model, and a warning for seeded weights."""
+    b = featurizer.backbone
+    return {"model_id": b.model_id, "weights_sha256": b.weights_sha256, "warning": featurizer.warning()}
 
 
-def build_schema(source: TileSource, ldm, cond, cfg: ExtractConfig) -> StoreSchema:
-    shapes = block_shapes(ldm, cfg.features, source.tile_size)  # ConfigError names unknown blocks
-    f = cfg.features
+def build_schema(source: TileSource, featurizer: Featurizer, cfg: ExtractConfig) -> StoreSchema:
+    backbone, f, cond = featurizer.backbone, featurizer.cfg, featurizer.conditioner
+    shapes = featurizer.block_shapes(source.tile_size)
     spec = FeatureSpec(
-        model_id=ldm.model_id, weights_sha256=ldm.weights_sha256, model_config_sha256=ldm.config_sha256,
+        model_id=backbone.model_id, weights_sha256=backbone.weights_sha256,
+        model_config_sha256=backbone.config_sha256,
         blocks=tuple(BlockSpec(b, *shapes[b]) for b in f.blocks), timesteps=f.timesteps, noise_seed=f.seed,
         draws=f.draws, conditioning=cond.name, tile_size=source.tile_size, codec=cfg.codec, compute_dtype=cfg.dtype,
     )
     latent = None
     if cfg.store_latent:
-        s = source.tile_size // ldm.downsample
-        latent = (ldm.latent_channels, s, s)
+        if not backbone.latent_channels:
+            raise ConfigError(f"model {backbone.model_id} has no latent to store; drop --store-latent")
+        s = source.tile_size // backbone.downsample
+        latent = (backbone.latent_channels, s, s)
     return StoreSchema(spec, n_tiles=len(source), class_names=tuple(source.class_names), ssl_dim=cond.dim,
                        latent_shape=latent, store_instances=bool(getattr(source, "has_instances", False)),
                        shard_tiles=cfg.shard_tiles)
@@ -145,10 +103,10 @@ def log_failures(store: str, ids, reasons) -> None:
 
 
 def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(),
-                   progress: bool = True, echo=print, ldm=None) -> ExtractSummary:
+                   progress: bool = True, echo=print, backbone=None) -> ExtractSummary:
     """Fill (or resume) the store at ``store`` with features of every tile of ``source``, in this process.
 
-    ``ldm``: an already-built model to use instead of loading ``cfg.model`` (benchmarks, tests).
+    ``backbone``: an already-built model to use instead of loading ``cfg.model`` (benchmarks, tests).
     """
     from tqdm import tqdm
 
@@ -160,20 +118,21 @@ def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractCon
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        model = Model.load(cfg, ldm)
-        if model.facts()["warning"]:
-            echo(model.facts()["warning"])
-        schema = build_schema(source, model.ldm, model.cond, cfg)
+        featurizer = load_featurizer(cfg, backbone)
+        if featurizer.warning():
+            echo(featurizer.warning())
+        cfg = replace(cfg, features=featurizer.cfg)  # the backbone's defaults filled in, for the provenance
+        schema = build_schema(source, featurizer, cfg)
         summary = ExtractSummary(store, len(source))
         with remote_errors(store), open_or_create(store, schema, source.records,
-                                                  provenance(source, cfg, model.facts()), overwrite=cfg.overwrite) as w:
+                                                  provenance(source, cfg, model_facts(featurizer)), overwrite=cfg.overwrite) as w:
             todo = w.missing()
             summary.already_written = int((w.status() != 0).sum())
             if cfg.limit is not None:
                 todo = todo[: cfg.limit]
             echo(preflight(schema, len(todo), store))
             with tqdm(total=len(todo), unit="tile", desc="extract", disable=not progress, smoothing=0.1) as bar:
-                extract_tiles(source, todo, w, model, cfg, summary, on_batch=bar.update,
+                extract_tiles(source, todo, w, featurizer, cfg, summary, on_batch=bar.update,
                               on_failed=lambda ids, reasons: log_failures(store, ids, reasons))
     finally:
         torch.set_num_threads(threads_before)

@@ -1,0 +1,106 @@
+"""The package's import graph: no loops, imports only run downward, modules stay small.
+
+Every ``import`` and ``from ... import`` of a ``pathsegdiff`` module counts,
+also those inside functions (a loop hidden in a function is still a loop).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pathsegdiff"
+
+# Who may import whom, by top-level part: a part imports only parts to its right in this order.
+LAYERS = ["cli", "demo", "doctor", "predict", "train_head", "extract", "tiles", "store", "errors", "__init__"]
+NEVER = {("train_head", "extract"), ("extract", "train_head"), ("tiles", "extract"), ("store", "tiles")}
+MAX_LINES = 300
+LONGER = {"pathsegdiff/cli.py": "the thin typer app: one short function per command, nothing else"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _is_package_init(module: str) -> bool:
+    return (PACKAGE.parent / Path(*module.split(".")) / "__init__.py").is_file()
+
+
+def test_no_import_loops():
+    graph = import_graph()
+    # a package's __init__ re-exports its modules; the modules importing one another through it is no loop
+    graph = {m: {t for t in e if not (_is_package_init(t) and m.startswith(t + "."))} for m, e in graph.items()}
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_a_loop():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_imports_run_downward():
+    wrong = []
+    for module, targets in import_graph().items():
+        src = _part(module)
+        for target in targets:
+            dst = _part(target)
+            if src == dst:
+                continue
+            if (src, dst) in NEVER or LAYERS.index(dst) < LAYERS.index(src):
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, wrong
+
+
+def test_modules_are_small():
+    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert set(long) <= set(LONGER), {k: v for k, v in long.items() if k not in LONGER}
