@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pathsegdiff.errors import ModelLoadError
-from pathsegdiff.extract.backbones import compvis, diffusers_unet, tiny, vit
+from pathsegdiff.extract.backbones import compvis, diffusers_unet, dit, tiny, vit
 from pathsegdiff.extract.backbones.base import Backbone, Family
 
 FAMILIES: tuple[Family, ...] = (
     tiny.FAMILY,
     compvis.FAMILY,
     diffusers_unet.FAMILY,
+    dit.FAMILY,
     vit.FAMILY,
 )
 
