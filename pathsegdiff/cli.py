@@ -19,16 +19,27 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: typer's rich panels print on/off flags as "--json <bool>"
 )
-store_app = typer.Typer(help="Inspect, verify and pack feature stores.", no_args_is_help=True)
+store_app = typer.Typer(help="Inspect, verify and pack feature stores.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(store_app, name="store")
 
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from pathsegdiff import __version__
+
+        typer.echo(f"pathsegdiff {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for expected errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -169,9 +180,12 @@ def store_ls_cmd(
     limit: Annotated[int, typer.Option(help="Print at most this many rows (0: all).")] = 50,
 ) -> None:
     """List the tile table: index, tile id, slide, x, y, split, status."""
+    from pathsegdiff.errors import ConfigError
     from pathsegdiff.store import open_store
     from pathsegdiff.store.schema import STATUS_NAMES
 
+    if status is not None and status not in STATUS_NAMES.values():
+        raise ConfigError(f"--status {status!r}: choose one of {', '.join(STATUS_NAMES.values())}")
     table = open_store(store).table()
     n = 0
     typer.echo("index\ttile_id\tslide_id\tx\ty\tsplit\tstatus")
@@ -194,7 +208,7 @@ def extract_cmd(
     model: Annotated[str, typer.Option(help="A model directory, or a seeded untrained model for tests and the demo: tiny (UNet LDM), tiny-dit (diffusion transformer), tiny-vit (ViT foundation model).")] = "tiny",
     dataset: Annotated[str, typer.Option(help="auto, folder, bcss, glas or slide.")] = "auto",
     timesteps: Annotated[str | None, typer.Option(help="Comma-separated diffusion timesteps (default: 50,150; 0 for a ViT).")] = None,
-    blocks: Annotated[str | None, typer.Option(help="Comma-separated blocks (default: the model's; a UNet's are mid, up0.pre, up0, up1, ...: `store info` lists a store's).")] = None,
+    blocks: Annotated[str | None, typer.Option(help="Comma-separated blocks (default: the model's). A UNet's: mid, up0.pre, up0, up1, ...; a DiT's: block0..; a ViT's: layer0.. (docs/architecture.md).")] = None,
     draws: Annotated[int, typer.Option(help="Noise draws averaged per timestep.")] = 1,
     seed: Annotated[int, typer.Option(help="Global noise seed (per-tile noise derives from it).")] = 0,
     conditioning: Annotated[str, typer.Option(help="null | hipt:PATH (vit256_small_dino.pth) | precomputed:PATH.")] = "null",
@@ -220,7 +234,7 @@ def extract_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store instead of resuming it.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Run the diffusion model once per tile and fill (or resume) a feature store."""
+    """Run the model once per tile and fill (or resume) a feature store."""
     import os
 
     from pathsegdiff.tiles.datasets import SourceConfig, open_source
@@ -298,15 +312,19 @@ def train_cmd(
 @guarded
 def evaluate_cmd(
     run: Annotated[str, typer.Argument(help="Run directory written by 'pathsegdiff train'.")],
-    store: Annotated[str, typer.Option("--store", help="Store to evaluate on (same features as the training store).")],
+    store: Annotated[str | None, typer.Option("--store", help="Store to evaluate on (same features as the training store); default: the one the run was trained on.")] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 8,
     out: Annotated[str | None, typer.Option("-o", "--out", help="Report directory; default RUN/eval/<store>-<split>.")] = None,
 ) -> None:
     """Evaluate a trained head on a split of a store; write results.json, summary.md and plots."""
+    from pathsegdiff.train_head.checkpoint import recorded_store
     from pathsegdiff.train_head.evaluate import evaluate_run
 
+    if store is None:
+        store = recorded_store(run)
+        typer.echo(f"evaluating on {store}, the store the run was trained on")
     r, where = evaluate_run(run, store, split=split, device=device, batch_size=batch_size, out_dir=out)
     typer.echo(_result_line(str(where), r))
 
@@ -329,14 +347,15 @@ def predict_cmd(
     input: Annotated[str, typer.Argument(help="An image (PNG/JPEG/TIFF) or a whole slide (.svs, .ndpi, pyramidal .tif).")],
     head: Annotated[str, typer.Option("--head", help="Run directory of a trained head ('pathsegdiff train -o RUN').")],
     out: Annotated[str, typer.Option("-o", "--out", help="Output directory: mask, overlay.png, regions.geojson.")],
-    model: Annotated[str, typer.Option("--model", help="'tiny' or a model directory; must be the head's store's model.")] = "tiny",
+    model: Annotated[str, typer.Option("--model", help="The model the head's store was made with: a model directory, or tiny, tiny-dit, tiny-vit.")] = "tiny",
     store: Annotated[str | None, typer.Option("--store", help="Read features from this store instead of running the model.")] = None,
     conditioning: Annotated[str, typer.Option(help="null | hipt:PATH | precomputed:PATH, as at extraction.")] = "null",
-    overlap: Annotated[int, typer.Option(help="Pixels of overlap between neighbouring tiles.")] = 64,
+    overlap: Annotated[int | None, typer.Option(help="Pixels of overlap between neighbouring tiles (default: a quarter of the tile).")] = None,
     window: Annotated[str, typer.Option(help="Tile fusion: gaussian (centre-weighted), mean, or none.")] = "gaussian",
     batch_size: Annotated[int, typer.Option(help="Tiles per model batch.")] = 8,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    mpp: Annotated[float, typer.Option(help="Analysis resolution for slides, um/px.")] = 0.5,
+    mpp: Annotated[float, typer.Option(help="Analysis resolution, um/px (the head's: 0.5 for the reference model).")] = 0.5,
+    source_mpp: Annotated[float | None, typer.Option(help="Resolution of a plain image, um/px (default: assume it is already at --mpp).")] = None,
     min_tissue: Annotated[float, typer.Option(help="Slides: skip tiles with less tissue than this fraction.")] = 0.05,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
 ) -> None:
@@ -344,8 +363,9 @@ def predict_cmd(
     from pathsegdiff.predict.run import PredictConfig, predict
 
     cfg = PredictConfig(model=model, conditioning=conditioning, overlap=overlap, window=window,
-                        batch_size=batch_size, device=device, target_mpp=mpp, min_tissue=min_tissue, store=store)
-    summary = predict(input, head, out, cfg, overwrite=overwrite)
+                        batch_size=batch_size, device=device, target_mpp=mpp, min_tissue=min_tissue, store=store,
+                        source_mpp=source_mpp)
+    summary = predict(input, head, out, cfg, overwrite=overwrite, echo=typer.echo)
     typer.echo(f"{summary['tiles']} tiles, {summary['regions']} regions in {summary['seconds']} s -> {out}/ "
                f"({summary['outputs']['mask']}, overlay.png, regions.geojson, prediction.json)")
 

@@ -44,13 +44,28 @@ class ImageInput:
 
     path: Path
     tile: int
+    target_mpp: float = 0.5
+    source_mpp: float | None = None  # None: assumed to be at target_mpp already (a plain image records none)
 
     def __post_init__(self) -> None:
         rgb = read_rgb(self.path)  # (H, W, 3); raises InputError naming the file
+        if self.source_mpp is not None and self.source_mpp != self.target_mpp:
+            scale = self.source_mpp / self.target_mpp
+            h, w = rgb.shape[:2]
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
         self.rgb = np.ascontiguousarray(rgb.transpose(2, 0, 1))
         _, self.height, self.width = self.rgb.shape
-        self.mpp = float("nan")
+        self.mpp = self.target_mpp if self.source_mpp is not None else float("nan")
         self.native_per_analysis = 1.0
+
+    def preflight(self, cfg: StitchConfig) -> str:
+        if self.source_mpp is None:
+            where = (f"assumed to be at the head's resolution, {self.target_mpp:g} um/px: pass --source-mpp "
+                     "if it is not")
+        else:
+            where = f"resampled from {self.source_mpp:g} to {self.target_mpp:g} um/px"
+        return f"{self.path.name}: a plain image, {where}; {self.n_tiles(cfg)} tiles of {self.tile} px"
 
     def tiles(self, cfg: StitchConfig) -> Iterator[tuple[int, int, np.ndarray, str]]:
         for y, x in tile_grid(self.height, self.width, cfg):
@@ -95,6 +110,10 @@ class SlideInput:
             y, x = self.analysis_xy(r.x, r.y)
             yield y, x, self.source.load(i).rgb, r.tile_id
 
+    def preflight(self, cfg: StitchConfig) -> str:
+        return (f"{self.path.name}: a slide, {self.width}x{self.height} px at {self.mpp:g} um/px, "
+                f"{self.n_tiles(cfg)} tissue tiles of {self.tile} px")
+
     def n_tiles(self, cfg: StitchConfig) -> int:
         return len(self.source.records)
 
@@ -105,7 +124,8 @@ class SlideInput:
         return np.asarray(slide.get_thumbnail(size).convert("RGB").resize(size))
 
 
-def open_input(path: str | Path, tile: int, cfg: StitchConfig, target_mpp: float, min_tissue: float):
+def open_input(path: str | Path, tile: int, cfg: StitchConfig, target_mpp: float, min_tissue: float,
+               source_mpp: float | None = None):
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
@@ -113,4 +133,4 @@ def open_input(path: str | Path, tile: int, cfg: StitchConfig, target_mpp: float
         raise InputError(f"{p}: is a directory; predict takes one image or one slide file")
     if is_slide(p):
         return SlideInput(p, tile, cfg, target_mpp, min_tissue)
-    return ImageInput(p, tile)
+    return ImageInput(p, tile, target_mpp, source_mpp)

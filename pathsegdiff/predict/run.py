@@ -34,13 +34,14 @@ GEOJSON_MAX_SIDE = 4096
 class PredictConfig:
     model: str = "tiny"
     conditioning: str = "null"
-    overlap: int = 64
+    overlap: int | None = None  # None: a quarter of the tile
     window: str = "gaussian"
     batch_size: int = 8
     device: str = "cpu"
     target_mpp: float = 0.5
     min_tissue: float = 0.05
     store: str | None = None
+    source_mpp: float | None = None  # a plain image's resolution; None: assume target_mpp
 
 
 def _check_model_matches(meta, backbone, conditioner) -> None:
@@ -111,7 +112,7 @@ def _stored_tiles(source, cfg: PredictConfig, meta) -> Iterator[tuple[int, int, 
 
 
 def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, cfg: PredictConfig = PredictConfig(),
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, echo=lambda line: None) -> dict:
     """Predict a class map for one image or slide; returns a summary (also written to OUT/prediction.json)."""
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -119,8 +120,9 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
         raise StoreExistsError(f"{out}: exists and is not empty; pass --overwrite to replace it")
     head, meta = load_head(head_run, device=cfg.device)
     tile = int(meta.store_identity_fields.get("tile_size", 256))
-    stitch = StitchConfig(tile=tile, overlap=cfg.overlap, window=cfg.window)
-    source = open_input(input_path, tile, stitch, cfg.target_mpp, cfg.min_tissue)
+    stitch = StitchConfig(tile=tile, overlap=tile // 4 if cfg.overlap is None else cfg.overlap, window=cfg.window)
+    source = open_input(input_path, tile, stitch, cfg.target_mpp, cfg.min_tissue, cfg.source_mpp)
+    echo(source.preflight(stitch))
     if cfg.store:
         tiles = _stored_tiles(source, cfg, meta)
     else:  # the model is loaded and checked now, not when the first tile is asked for

@@ -63,16 +63,25 @@ class StoreLock:
                     continue
                 if owner is None:  # released between our open and our read
                     continue
-                raise StoreLockedError(
-                    f"{self.path.parent}: another writer holds the store "
-                    f"(pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')}). "
-                    f"Wait for it, or if that process is gone delete {self.path}"
-                ) from None
+                raise self._locked(owner) from None
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
             self.held = True
             return
         raise StoreLockedError(f"{self.path.parent}: could not take the writer lock (contended)")
+
+    def _locked(self, owner: dict) -> StoreLockedError:
+        return StoreLockedError(
+            f"{self.path.parent}: another writer holds the store "
+            f"(pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')}). "
+            f"Wait for it, or if that process is gone delete {self.path}"
+        )
+
+    def refuse_if_held(self) -> None:
+        """Raise now if a live writer holds the store: before a caller spends minutes loading a model."""
+        owner = self.read_owner()
+        if owner and not self.is_stale(owner):
+            raise self._locked(owner)
 
     def _break_stale(self) -> None:
         # Rename first: of several processes breaking the same stale lock, only

@@ -24,12 +24,16 @@ def write_errors(loc: Location, what: str) -> Iterator[None]:
             raise StoreReadOnlyError(
                 f"{loc}: cannot write {what}: permission denied ({redact(e.strerror or e)}){hint}"
             ) from e
-        reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                  errno.EFBIG: "file size limit exceeded"}.get(e.errno, redact(e.strerror or e))
-        raise StoreWriteError(
-            f"{loc}: writing {what} failed: {reason}. Tiles not yet written stay todo: "
-            "free space (or raise the limit) and rerun to resume"
-        ) from e
+        full = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EFBIG: "file size limit exceeded"}
+        if e.errno in full:
+            reason, fix = full[e.errno], "free space (or raise the limit) and rerun to resume"
+        elif isinstance(e, FileNotFoundError) and loc.kind == "url":
+            reason = f"the bucket does not exist ({redact(e.strerror or e)})"
+            fix = "create the bucket or correct the URL, then rerun"
+        else:
+            reason, fix = redact(e.strerror or e), "rerun to resume once that is mended"
+        raise StoreWriteError(f"{loc}: writing {what} failed: {reason}. Nothing written is lost: {fix}") from e
 
 
 async def settle_pending_writes(timeout: float = 30.0) -> None:

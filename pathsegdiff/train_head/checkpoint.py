@@ -104,6 +104,15 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
     raise InputError(f"{d}: no trained head here (no {META}, nor a {RUN_META} naming one)")
 
 
+def recorded_store(run_dir: str | os.PathLike) -> str:
+    """The store the head in ``run_dir`` was trained on, as the run recorded it."""
+    d = checkpoint_dir(run_dir)
+    where = _read_meta(d / META).store_location
+    if not where:
+        raise InputError(f"{d}: the run does not record its store; pass --store")
+    return where
+
+
 def load_head(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SegHead, HeadMeta]:
     """Rebuild the head saved in ``run_dir`` (a run root or one run's directory), in eval mode.
 

@@ -170,16 +170,18 @@ def test_extract_train_evaluate_predict_through_the_cli(tmp_path):
     # six 128x96 H&E crops -> 24 tiles of 64 px (2 x 2 each: the last row and column end at the edge)
     out = invoke("extract", DATA / "he_tiles", "-o", store, "--model", "tiny-dit", "--tile-size", "64", "--quiet")
     assert "24 tiles written" in out and "NOT trained" in out
+    assert "posterior mean" in out  # the KL first stage's mean, said where the user sees it
     info = json.loads(invoke("store", "info", store, "--json"))
     assert info["blocks"] == {"block2": [32, 4, 4], "block3": [32, 4, 4]}
     assert info["identity_fields"]["model_id"] == "tiny-dit-v1"
     assert "block2 32x4x4, block3 32x4x4" in invoke("store", "info", store)
     assert "fcn head" in invoke("train", store, "-o", fcn, "--head", "fcn", "--epochs", "1", "--quiet")
     assert "linear head" in invoke("train", store, "-o", linear, "--head", "linear", "--epochs", "1", "--quiet")
-    assert "val split" in invoke("evaluate", linear, "--store", store, "--split", "val")
+    assert "val split" in invoke("evaluate", linear, "--split", "val")  # the store the run recorded
     image = tmp_path / "crop.png"
     Image.open(DATA / "target_image.png").convert("RGB").crop((100, 200, 228, 328)).save(image)
-    invoke("predict", image, "--head", fcn, "-o", tmp_path / "pred", "--model", "tiny-dit", "--overlap", "32")
+    out = invoke("predict", image, "--head", fcn, "-o", tmp_path / "pred", "--model", "tiny-dit")  # overlap: 16 px
+    assert "assumed to be at the head's resolution" in out
     mask = Image.open(tmp_path / "pred" / "mask.png")
     assert mask.size == (128, 128)
     assert json.loads((tmp_path / "pred" / "prediction.json").read_text())["config"]["model"] == "tiny-dit"

@@ -45,7 +45,8 @@ def find_files(root: Path) -> tuple[Path, Path]:
     candidates = [ckpt_dir / "last.ckpt"] + sorted(ckpt_dir.glob("*.ckpt")) + sorted(ckpt_dir.glob("*.safetensors"))
     ckpt = next((c for c in candidates if c.is_file()), None)
     if ckpt is None:
-        raise ModelLoadError(f"{ckpt_dir / 'last.ckpt'}: checkpoint file not found")
+        raise ModelLoadError(f"{ckpt_dir / 'last.ckpt'}: checkpoint file not found (the README, "
+                             "'The real workflow', step 1, says where to get the BRCA-20x model)")
     return yamls[-1], ckpt
 
 

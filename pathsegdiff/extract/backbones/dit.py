@@ -86,8 +86,7 @@ def build_tiny_dit() -> DiT:
         vae=vae,
         alphas_cumprod=DDPMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.clone(),
         untrained=True,
-        notes=(f"{TINY_DIT_MODEL_ID}: untrained seeded weights; features test the pipeline, not the biology",
-               MEAN_NOTE, NULL_NOTE),
+        notes=(MEAN_NOTE, NULL_NOTE),  # untrained=True: extract warns of the seeded weights
     )
 
 

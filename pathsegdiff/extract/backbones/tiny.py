@@ -80,7 +80,6 @@ def _seeded_ldm(model_id: str, unet_cfg: dict, vq_cfg: dict, context_dim: int, d
         ssl_dim=SSL_DIM,
         cond=cond,
         untrained=True,
-        notes=(f"{model_id}: untrained seeded weights; features test the pipeline, not the biology",),
     )
 
 

@@ -54,8 +54,7 @@ def build_tiny_vit() -> FoundationViT:
     with torch.device("cpu"):
         model = transformers_class("Dinov2Model")(config).to(torch.float32)
     seed_module(TINY_VIT_SEED, "vit", model)
-    note = f"{TINY_VIT_ID}: untrained seeded weights; features test the pipeline, not the biology"
-    return FoundationViT(model_id=TINY_VIT_ID, model=model, untrained=True, notes=(note,))
+    return FoundationViT(model_id=TINY_VIT_ID, model=model, untrained=True)  # extract warns of the seeded weights
 
 
 def read_json(path: Path) -> dict:

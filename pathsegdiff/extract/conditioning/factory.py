@@ -16,7 +16,8 @@ def _existing_file(path_text: str, what: str) -> Path:
         raise ConfigError(f"--conditioning {what}: needs a path, e.g. {what}:/path/to/file")
     path = Path(path_text).expanduser()
     if not path.is_file():
-        raise ModelLoadError(f"{path}: {what} file not found")
+        where = {"hipt": " (vit256_small_dino.pth; the README, 'The real workflow', step 1, says where to get it)"}
+        raise ModelLoadError(f"{path}: {what} file not found{where.get(what, '')}")
     return path
 
 

@@ -31,7 +31,8 @@ from pathsegdiff.extract.run.cluster import ClusterConfig, connect, visible_gpus
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.extract.run.job import (
-    build_schema, load_featurizer, log_failures, model_facts, preflight, provenance, remote_errors,
+    build_schema, load_featurizer, log_failures, model_facts, preflight, provenance, refuse_if_locked,
+    remote_errors,
 )
 from pathsegdiff.extract.run.loop import extract_tiles
 from pathsegdiff.store import StoreWriter, open_or_create
@@ -145,6 +146,7 @@ def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluste
         raise InputError(f"{getattr(source, 'root', '') or 'source'}: no tiles to extract")
     cfg = replace(cfg, model=_absolute(cfg.model), conditioning=_absolute(cfg.conditioning),
                   threads=cfg.threads or torch.get_num_threads())  # what this process would use alone
+    refuse_if_locked(store)  # before the workers load the model
     with connect(cluster, cfg.device) as client:
         try:
             client.wait_for_workers(1, timeout=cluster.wait_workers)
@@ -158,8 +160,8 @@ def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluste
         warm = [client.submit(_describe, src, wcfg, pure=False, workers=[a], allow_other_workers=True)
                 for a in client.nthreads()]
         info = next(as_completed(warm, loop=client.loop)).result()
-        if info["warning"]:
-            echo(info["warning"])
+        for line in filter(None, [info["warning"], *info["notes"]]):
+            echo(line)
         cfg = replace(cfg, features=info["features"])  # the backbone's defaults filled in, for the provenance
         n_workers = len(client.nthreads())
         summary = ExtractSummary(store, len(source))

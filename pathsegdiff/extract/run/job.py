@@ -27,7 +27,8 @@ from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.extract.run.loop import extract_tiles
 from pathsegdiff.tiles.sources import TileSource
 from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, open_or_create
-from pathsegdiff.store.location import is_remote_client_error, redact
+from pathsegdiff.store.location import is_remote_client_error, parse_location, redact
+from pathsegdiff.store.lock import StoreLock
 
 
 def load_featurizer(cfg: ExtractConfig, backbone=None) -> Featurizer:
@@ -38,7 +39,8 @@ def load_featurizer(cfg: ExtractConfig, backbone=None) -> Featurizer:
 def model_facts(featurizer: Featurizer) -> dict:
     """What the provenance records of the model, and a warning for seeded weights."""
     b = featurizer.backbone
-    return {"model_id": b.model_id, "weights_sha256": b.weights_sha256, "warning": featurizer.warning()}
+    return {"model_id": b.model_id, "weights_sha256": b.weights_sha256, "backbone": b.describe(),
+            "warning": featurizer.warning(), "notes": list(b.notes)}
 
 
 def build_schema(source: TileSource, featurizer: Featurizer, cfg: ExtractConfig) -> StoreSchema:
@@ -64,6 +66,7 @@ def build_schema(source: TileSource, featurizer: Featurizer, cfg: ExtractConfig)
 def provenance(source: TileSource, cfg: ExtractConfig, facts: dict, **extra) -> dict:
     """The store's provenance: what ran, on what, with which settings."""
     return {"model": cfg.model, "model_id": facts["model_id"], "weights_sha256": facts["weights_sha256"],
+            "backbone": facts.get("backbone", {}),
             "source": source.describe(), "extract": cfg.to_dict(), "command": " ".join(sys.argv),
             "torch_version": torch.__version__, "device": cfg.device,
             # CPU features differ in their last bits between thread counts: record it
@@ -80,6 +83,12 @@ def remote_errors(store: str):
             raise
         raise StoreWriteError(f"{store}: the store's server failed ({type(e).__name__}: {redact(e)}). "
                               "Tiles not yet written stay todo: rerun to resume") from e
+
+
+def refuse_if_locked(store: str) -> None:
+    local = parse_location(store).local_dir
+    if local is not None and local.is_dir():
+        StoreLock(local).refuse_if_held()
 
 
 def preflight(schema: StoreSchema, n_todo: int, where: str) -> str:
@@ -118,9 +127,10 @@ def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractCon
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
+        refuse_if_locked(store)  # a second writer is refused before it loads the model
         featurizer = load_featurizer(cfg, backbone)
-        if featurizer.warning():
-            echo(featurizer.warning())
+        for line in filter(None, [featurizer.warning(), *featurizer.backbone.notes]):
+            echo(line)
         cfg = replace(cfg, features=featurizer.cfg)  # the backbone's defaults filled in, for the provenance
         schema = build_schema(source, featurizer, cfg)
         summary = ExtractSummary(store, len(source))
