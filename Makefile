@@ -20,8 +20,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# Progress per test file, and the 15 slowest tests at the end (CI prints them too).
+PYTEST_ARGS ?= --durations=15
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/pathsegdiff demo -o demo_out --overwrite

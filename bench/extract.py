@@ -13,7 +13,8 @@ sources with the decode cache emptied (forked workers inherit nothing):
     share of wall time the model is busy (``model_seconds / seconds``); on a
     GPU, mean utilisation (nvidia-smi sampled every 200 ms).  Then model-only
     tiles/s: the same batches on tiles decoded beforehand.
-  - ``naive``: decode in the loop, batch 1, fp32, the same FeatureExtractor,
+  - ``naive``: decode in the loop, batch 1, fp32, the same ``Featurizer``
+    (pathsegdiff/extract/featurize.py, the one path from tiles to features),
     then one ``np.save`` (float16: the store's bytes) per block per timestep
     per tile, synchronously; no store, no rgb.
 
@@ -21,15 +22,20 @@ Medians over the rounds are printed side by side, with each round's ratio:
 on a shared machine single runs vary by 2x.  With ``--profile``, a
 synchronous batched loop times each stage (decode, conditioning, VAE encode,
 UNet + noise, cast + device to host, store write), so the stages add up to
-its wall time.  On the CPU in fp32 the first tile's features are also
-compared between the store and the naive files (they should be identical).
+its wall time; conditioning and the VAE are timed inside the Featurizer's
+call (their methods wrapped), the UNet + noise line is the rest of it.  On
+the CPU in fp32 the first tile's features are also compared between the
+store and the naive files (they should be identical).
 
-    python bench/extract.py                      # tiny model, CPU, about 1-2 minutes
-    python bench/extract.py --profile
-    python bench/extract.py --model reference --device cuda --dtype bf16 --batch-size 64 --tiles 1024 --stride 32
-    python bench/extract.py --model reference --tiles 2 --repeat 1   # reference size on the CPU: a smoke run
+Run from the repository root with the project's virtual environment:
 
-``--model reference`` is ``pathsegdiff.extract.tiny.build_reference_size``:
+    .venv/bin/python bench/extract.py                      # tiny model, CPU, about 1-2 minutes
+    .venv/bin/python bench/extract.py --tiles 4 --batch-size 2 --repeat 1   # quickest: a smoke run
+    .venv/bin/python bench/extract.py --profile
+    .venv/bin/python bench/extract.py --model reference --device cuda --dtype bf16 --batch-size 64 --tiles 1024 --stride 32
+    .venv/bin/python bench/extract.py --model reference --tiles 2 --repeat 1   # reference size on the CPU: a smoke run
+
+``--model reference`` is ``pathsegdiff.extract.backbones.tiny.build_reference_size``:
 random weights in the reference model's shapes (DESIGN.md 3), not the real
 model.
 """
@@ -84,8 +90,8 @@ class BenchTiles:
 
 def bench_source(n: int, tile_size: int, stride: int) -> BenchTiles:
     """``n`` real H&E tiles, evenly from target_image.png and the slide's tissue, nothing decoded yet."""
-    from pathsegdiff.extract import sources
-    from pathsegdiff.extract.datasets import SourceConfig, open_source
+    from pathsegdiff.tiles import sources
+    from pathsegdiff.tiles.datasets import SourceConfig, open_source
 
     sources._decoded.cache_clear()  # the image source's per-process decode cache: start cold
     cfg = SourceConfig(tile_size=tile_size, stride=stride)
@@ -102,8 +108,9 @@ def bench_source(n: int, tile_size: int, stride: int) -> BenchTiles:
 # --- the model --------------------------------------------------------------------------------
 
 
-def build_ldm(model: str, device: str):
-    from pathsegdiff.extract.tiny import build_reference_size, build_tiny
+def build_backbone(model: str, device: str):
+    """The seeded ``tiny`` LDM, or random weights in the reference model's shapes, on ``device``."""
+    from pathsegdiff.extract.backbones.tiny import build_reference_size, build_tiny
 
     return build_tiny().to(device) if model == "tiny" else build_reference_size(device)
 
@@ -113,20 +120,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _autocast(device: str, dtype: str):
-    from pathsegdiff.extract.job import DTYPES
-
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[dtype])
-
-
-def _warm_up(extractor, tile_size: int, device: str, dtypes: set[str]) -> None:
+def _warm_up(featurizers: dict, tile_size: int, device: str) -> None:
     """Random tiles through the model: kernel selection and allocator growth stay out of the timings."""
     rgb = torch.randint(0, 256, (1, 3, tile_size, tile_size), dtype=torch.uint8)
-    for dtype in dtypes:
-        with torch.no_grad(), _autocast(device, dtype):
-            extractor(rgb, ["warm-up"], None)
+    for featurizer in featurizers.values():
+        featurizer(rgb, ["warm-up"], out_dtype=torch.float16)
     _sync(device)
 
 
@@ -159,14 +157,14 @@ class GpuUtilisation:
 # --- the contestants --------------------------------------------------------------------------
 
 
-def run_pipeline(args, ldm, extractor, store: Path) -> dict:
-    from pathsegdiff.extract import job
+def run_pipeline(args, backbone, featurizer, store: Path) -> dict:
+    from pathsegdiff.extract.run.job import ExtractConfig, run_extraction
 
     source = bench_source(args.tiles, args.tile_size, args.stride)
-    cfg = job.ExtractConfig(features=extractor.cfg, batch_size=args.batch_size, device=args.device,
-                            dtype=args.dtype, decode_workers=args.decode_workers, overwrite=True)
+    cfg = ExtractConfig(features=featurizer.cfg, batch_size=args.batch_size, device=args.device,
+                        dtype=args.dtype, decode_workers=args.decode_workers, overwrite=True)
     gpu = GpuUtilisation(args.device)
-    summary = job.run_extraction(source, store, cfg, progress=False, echo=lambda line: None, ldm=ldm)
+    summary = run_extraction(source, store, cfg, progress=False, echo=lambda line: None, backbone=backbone)
     utilisation = gpu.stop()
     if summary.failed or summary.written != len(source):
         raise SystemExit(f"pipeline wrote {summary.written} of {len(source)} tiles; failed: {summary.failed}")
@@ -174,53 +172,43 @@ def run_pipeline(args, ldm, extractor, store: Path) -> dict:
             "model_share": summary.model_seconds / summary.seconds, "gpu_utilisation": utilisation}
 
 
-def run_model_only(args, ldm, extractor) -> float:
+def run_model_only(args, featurizer) -> float:
     """Tiles/s of conditioning + VAE + UNet + cast to float16 on tiles decoded beforehand."""
-    from pathsegdiff.extract.conditioning import make_conditioner
-
     source = bench_source(args.tiles, args.tile_size, args.stride)
     n = min(len(source), max(2 * args.batch_size, 8))
     rgb = torch.from_numpy(np.stack([source.load(i).rgb for i in range(n)]))
     ids = [r.tile_id for r in source.records[:n]]
-    cond = make_conditioner("null", ldm, device=args.device)
     _sync(args.device)
     t0 = time.perf_counter()
-    with torch.no_grad(), _autocast(args.device, args.dtype):
-        for a in range(0, n, args.batch_size):
-            batch, batch_ids = rgb[a : a + args.batch_size], ids[a : a + args.batch_size]
-            feats, _ = extractor(batch, batch_ids, cond.embed(batch, batch_ids))
-            _ = [x.to(torch.float16) for d in feats.values() for x in d.values()]
+    for a in range(0, n, args.batch_size):
+        featurizer(rgb[a : a + args.batch_size], ids[a : a + args.batch_size], out_dtype=torch.float16)
     _sync(args.device)
     return n / (time.perf_counter() - t0)
 
 
-def run_naive(args, extractor, out: Path) -> dict:
+def run_naive(args, featurizer, out: Path) -> dict:
     source = bench_source(args.tiles, args.tile_size, args.stride)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     t0 = time.perf_counter()
     for i, record in enumerate(source.records):
         rgb = torch.from_numpy(source.load(i).rgb[None])
-        with torch.no_grad():
-            feats, _ = extractor(rgb, [record.tile_id], None)  # null conditioning: zeros, as the pipeline's
+        feats = featurizer(rgb, [record.tile_id], out_dtype=torch.float16).features  # null conditioning, as the pipeline's
         for t, blocks in feats.items():
             for name, x in blocks.items():
-                np.save(out / f"{record.tile_id}_t{t}_{name}.npy", x[0].to(torch.float16).cpu().numpy())
+                np.save(out / f"{record.tile_id}_t{t}_{name}.npy", x[0].cpu().numpy())
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "tiles_per_s": len(source) / seconds}
 
 
-def run_profile(args, ldm, extractor, store: Path) -> dict:
+def run_profile(args, featurizer, store: Path) -> dict:
     """Synchronous batched loop, one timer per stage: where the time goes when nothing overlaps."""
-    from pathsegdiff.extract import job
-    from pathsegdiff.extract.conditioning import make_conditioner
+    from pathsegdiff.extract.run.job import ExtractConfig, build_schema
     from pathsegdiff.store import TileBatch, open_or_create
 
     source = bench_source(args.tiles, args.tile_size, args.stride)
-    cfg = job.ExtractConfig(features=extractor.cfg, batch_size=args.batch_size, device=args.device,
-                            dtype=args.dtype)
-    cond = make_conditioner("null", ldm, device=args.device)
-    schema = job.build_schema(source, ldm, cond, cfg)
+    cfg = ExtractConfig(features=featurizer.cfg, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+    schema = build_schema(source, featurizer, cfg)
     stages = dict.fromkeys(STAGES, 0.0)
 
     @contextlib.contextmanager
@@ -231,13 +219,17 @@ def run_profile(args, ldm, extractor, store: Path) -> dict:
         _sync(args.device)
         stages[name] += time.perf_counter() - t
 
-    encode = ldm.encode
+    def timed(name: str, fn):
+        def wrapper(*a, **kw):
+            with stage(name):
+                return fn(*a, **kw)
+        return wrapper
 
-    def timed_encode(x):  # the VAE runs inside the extractor: time it from there
-        with stage("vae_encode"):
-            return encode(x)
-
-    ldm.encode = timed_encode  # an instance attribute shadows the method
+    # conditioning and the VAE run inside the featurizer: time them from there (an instance
+    # attribute shadows the method; removed again below)
+    backbone, conditioner = featurizer.backbone, featurizer.conditioner
+    backbone.encode = timed("vae_encode", backbone.encode)
+    conditioner.embed = timed("conditioning", conditioner.embed)
     t0 = time.perf_counter()
     try:
         with open_or_create(store, schema, source.records, {"bench": "profile"}, overwrite=True) as w:
@@ -246,20 +238,18 @@ def run_profile(args, ldm, extractor, store: Path) -> dict:
                 ids = [source.records[i].tile_id for i in idx]
                 with stage("decode"):
                     rgb = torch.from_numpy(np.stack([source.load(i).rgb for i in idx]))
-                with torch.no_grad(), _autocast(args.device, args.dtype):
-                    with stage("conditioning"):
-                        ssl = cond.embed(rgb, ids)
-                    vae_before = stages["vae_encode"]
-                    with stage("unet_and_noise"):
-                        feats, _ = extractor(rgb, ids, ssl)
-                    stages["unet_and_noise"] -= stages["vae_encode"] - vae_before  # the VAE on its own line
+                inner = stages["vae_encode"] + stages["conditioning"]
+                with stage("unet_and_noise"):
+                    out = featurizer(rgb, ids)
+                stages["unet_and_noise"] -= stages["vae_encode"] + stages["conditioning"] - inner  # on their own lines
                 with stage("cast_to_host"):
-                    host = {t: {b: x.to(torch.float16).cpu().numpy() for b, x in d.items()} for t, d in feats.items()}
-                    ssl_host = ssl.float().cpu().numpy() if schema.ssl_dim else None
+                    host = {t: {b: x.to(torch.float16).cpu().numpy() for b, x in d.items()}
+                            for t, d in out.features.items()}
+                    ssl_host = out.ssl.float().cpu().numpy() if schema.ssl_dim else None
                 with stage("write"):
                     w.write(idx, TileBatch(host, rgb=rgb.numpy(), ssl=ssl_host))
     finally:
-        del ldm.encode
+        del backbone.encode, conditioner.embed
     return {"tiles": len(source), "seconds": time.perf_counter() - t0, "stages": stages}
 
 
@@ -294,7 +284,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dir", default=None, help="where the stores and .npy files go (a temporary folder inside)")
     args = p.parse_args(argv)
     if args.decode_workers is None:
-        from pathsegdiff.extract.job import ExtractConfig
+        from pathsegdiff.extract.run.job import ExtractConfig
 
         args.decode_workers = ExtractConfig().decode_workers
     args.timesteps = tuple(int(t) for t in args.timesteps.split(","))
@@ -312,27 +302,30 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pathsegdiff.extract.features import FeatureConfig, FeatureExtractor
+    from pathsegdiff.extract.featurize import FeatureConfig, Featurizer
 
     args = _parse(argv)
     torch.set_num_threads(args.threads)
     print(f"{args.tiles} tiles of {args.tile_size} px (target_image.png + cmu_small_region.svs), model "
           f"{args.model}, blocks {','.join(args.blocks)}, t {','.join(map(str, args.timesteps))}, device "
           f"{args.device}, {args.threads} torch thread(s), {args.repeat} round(s)", flush=True)
-    ldm = build_ldm(args.model, args.device)
-    extractor = FeatureExtractor(ldm, FeatureConfig(blocks=args.blocks, timesteps=args.timesteps))
-    _warm_up(extractor, args.tile_size, args.device, {"fp32", args.dtype})
+    backbone = build_backbone(args.model, args.device)
+    feats = FeatureConfig(blocks=args.blocks, timesteps=args.timesteps)
+    # one backbone, a featurizer per compute dtype: the naive loop's fp32 and the pipeline's --dtype
+    featurizers = {dtype: Featurizer(backbone, feats, compute_dtype=dtype) for dtype in ("fp32", args.dtype)}
+    naive_featurizer, featurizer = featurizers["fp32"], featurizers[args.dtype]
+    _warm_up(featurizers, args.tile_size, args.device)
     work = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=args.dir))
     try:
         pipe, naive, model_only = [], [], []
         for r in range(args.repeat):
             if r % 2 == 0:
-                pipe.append(run_pipeline(args, ldm, extractor, work / "pipeline.zarr"))
-                naive.append(run_naive(args, extractor, work / "naive"))
+                pipe.append(run_pipeline(args, backbone, featurizer, work / "pipeline.zarr"))
+                naive.append(run_naive(args, naive_featurizer, work / "naive"))
             else:
-                naive.append(run_naive(args, extractor, work / "naive"))
-                pipe.append(run_pipeline(args, ldm, extractor, work / "pipeline.zarr"))
-            model_only.append(run_model_only(args, ldm, extractor))
+                naive.append(run_naive(args, naive_featurizer, work / "naive"))
+                pipe.append(run_pipeline(args, backbone, featurizer, work / "pipeline.zarr"))
+            model_only.append(run_model_only(args, featurizer))
             print(f"round {r + 1}: naive {naive[-1]['tiles_per_s']:.2f}, pipeline {pipe[-1]['tiles_per_s']:.2f} "
                   f"tiles/s ({pipe[-1]['tiles_per_s'] / naive[-1]['tiles_per_s']:.2f}x)", flush=True)
         med = {name: median(p[name] for p in pipe) for name in ("seconds", "tiles_per_s", "model_share")}
@@ -354,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.dtype == "fp32" and not args.device.startswith("cuda"):
             print(f"first tile's features identical in store and .npy: {same_features(work)}")
         if args.profile:
-            prof = run_profile(args, ldm, extractor, work / "profile.zarr")
+            prof = run_profile(args, featurizer, work / "profile.zarr")
             total = prof["seconds"]
             print(f"\nprofile: synchronous loop, batch {args.batch_size}, {args.dtype}, {prof['tiles']} tiles, "
                   f"{total:.2f} s ({prof['tiles'] / total:.2f} tiles/s)")

@@ -14,9 +14,15 @@ in fp32 and once per ``--dtypes`` entry (autocast), each into its own store
     evaluated on each reduced-precision store (the question a user has:
     can a head trained on one run's features read another's?).
 
-    python bench/numerics.py                         # tiny model, CPU: bf16 against fp32
-    python bench/numerics.py --dtypes bf16,fp16 --epochs 15
-    python bench/numerics.py --model reference --device cuda --dtypes bf16   # on a GPU
+Run from the repository root with the project's virtual environment:
+
+    .venv/bin/python bench/numerics.py                         # tiny model, CPU: bf16 against fp32
+    .venv/bin/python bench/numerics.py --dtypes bf16,fp16 --epochs 15
+    .venv/bin/python bench/numerics.py --model reference --device cuda --dtypes bf16   # on a GPU
+    .venv/bin/python bench/numerics.py --tiles 24 --epochs 1   # quickest: a smoke run
+
+Extraction is ``run_extraction`` (so ``pathsegdiff.extract.featurize.Featurizer``)
+and the fp32 recomputation for the storage error is the same ``Featurizer``.
 
 On the CPU autocast in bf16 is slower than fp32 (bench/extract.py): this
 measures accuracy, not speed.
@@ -35,12 +41,12 @@ import torch
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 sys.path.insert(0, str(Path(__file__).parent))
-from extract import BenchTiles, build_ldm  # noqa: E402  (bench/extract.py)
+from extract import BenchTiles, build_backbone  # noqa: E402  (bench/extract.py)
 
 
 def stain_source(tile_size: int, stride: int, limit: int | None):
-    from pathsegdiff.extract.stain_labels import StainLabelledSource
-    from pathsegdiff.extract.wsi import SlideSource
+    from pathsegdiff.tiles.stain_labels import StainLabelledSource
+    from pathsegdiff.tiles.wsi import SlideSource
 
     source = StainLabelledSource(SlideSource(DATA / "cmu_small_region.svs", tile_size=tile_size, stride=stride,
                                              target_mpp=0.5, min_tissue=0.25))
@@ -62,13 +68,13 @@ def rel_errors(store_a, store_b) -> dict[tuple[int, str], tuple[float, float]]:
     return out
 
 
-def storage_errors(ldm, source, store, feats_cfg, n: int) -> dict[tuple[int, str], float]:
+def storage_errors(backbone, source, store, feats_cfg, n: int) -> dict[tuple[int, str], float]:
     """Relative error of the float16 store against fp32 features recomputed for the first ``n`` tiles."""
-    from pathsegdiff.extract.features import FeatureExtractor
+    from pathsegdiff.extract.featurize import Featurizer
 
     ids = [r.tile_id for r in source.records[:n]]
     rgb = torch.from_numpy(np.stack([source.load(i).rgb for i in range(n)]))
-    feats, _ = FeatureExtractor(ldm, feats_cfg)(rgb, ids, None)
+    feats = Featurizer(backbone, feats_cfg, compute_dtype="fp32")(rgb, ids).features
     out = {}
     for t, blocks in feats.items():
         for b, x in blocks.items():
@@ -93,8 +99,8 @@ def main() -> None:
     p.add_argument("--dir", default=None)
     args = p.parse_args()
 
-    from pathsegdiff.extract.features import FeatureConfig
-    from pathsegdiff.extract.job import ExtractConfig, run_extraction
+    from pathsegdiff.extract.featurize import FeatureConfig
+    from pathsegdiff.extract.run.job import ExtractConfig, run_extraction
     from pathsegdiff.store import open_store
     from pathsegdiff.train_head.evaluate import evaluate_run
     from pathsegdiff.train_head.fit import TrainConfig
@@ -108,18 +114,18 @@ def main() -> None:
     splits = {s: sum(r.split == s for r in source.records) for s in ("train", "val", "test")}
     print(f"{len(source)} tiles of {DATA / 'cmu_small_region.svs'} ({splits}), model {args.model}, "
           f"device {args.device}, {torch.get_num_threads()} threads")
-    ldm = build_ldm(args.model, args.device)
+    backbone = build_backbone(args.model, args.device)
     work = Path(tempfile.mkdtemp(prefix="numerics-", dir=args.dir))
     stores, seconds = {}, {}
     for dtype in ["fp32", *dtypes]:
         t = time.perf_counter()
         cfg = ExtractConfig(model=args.model, features=feats, device=args.device, dtype=dtype)
-        run_extraction(source, work / f"{dtype}.zarr", cfg, progress=False, echo=lambda m: None, ldm=ldm)
+        run_extraction(source, work / f"{dtype}.zarr", cfg, progress=False, echo=lambda m: None, backbone=backbone)
         seconds[dtype] = time.perf_counter() - t
         stores[dtype] = open_store(work / f"{dtype}.zarr")
     print("extraction seconds: " + ", ".join(f"{d} {s:.1f}" for d, s in seconds.items()))
 
-    storage = storage_errors(ldm, source, stores["fp32"], feats, n=min(4, len(source)))
+    storage = storage_errors(backbone, source, stores["fp32"], feats, n=min(4, len(source)))
     print("\nrelative error against fp32 (all tiles; max per tile)")
     print(f"{'timestep':>8} {'block':>6} {'float16 storage':>16} " + " ".join(f"{d:>22}" for d in dtypes))
     errs = {d: rel_errors(stores["fp32"], stores[d]) for d in dtypes}

@@ -20,8 +20,11 @@ creation and everything the coordinator does.
 
 Every distributed store is compared byte for byte with the in-process one.
 
-    python bench/scale.py                  # 64 tiles, 2 rounds: a few minutes on 2 cores
-    python bench/scale.py --tiles 128 --stride 64 --repeat 3
+Run from the repository root with the project's virtual environment:
+
+    .venv/bin/python bench/scale.py                  # 64 tiles, 2 rounds: a few minutes on 2 cores
+    .venv/bin/python bench/scale.py --tiles 128 --stride 64 --repeat 3
+    .venv/bin/python bench/scale.py --tiles 8 --batch-size 4 --repeat 1   # quickest: a smoke run
 """
 
 from __future__ import annotations
@@ -53,18 +56,18 @@ def main(argv=None) -> int:
     p.add_argument("--dir", default=None, help="where the stores go (a temporary folder inside)")
     args = p.parse_args(argv)
 
-    from pathsegdiff.extract.datasets import SourceConfig, open_source
-    from pathsegdiff.extract.cluster import ClusterConfig, connect
-    from pathsegdiff.extract.distributed import run_distributed
-    from pathsegdiff.extract.job import ExtractConfig, run_extraction
-    from pathsegdiff.extract.models import load_model
+    from pathsegdiff.extract.backbones import load_backbone
+    from pathsegdiff.extract.run.cluster import ClusterConfig, connect
+    from pathsegdiff.extract.run.distributed import run_distributed
+    from pathsegdiff.extract.run.job import ExtractConfig, run_extraction
+    from pathsegdiff.tiles.datasets import SourceConfig, open_source
 
     torch.set_num_threads(1)
     source = open_source(SLIDE, SourceConfig(tile_size=256, stride=args.stride))
     if args.tiles > len(source):
         raise SystemExit(f"only {len(source)} tiles at stride {args.stride}; use a smaller --stride")
     cfg = ExtractConfig(batch_size=args.batch_size, threads=1, limit=args.tiles, decode_workers=0, overwrite=True)
-    ldm = load_model("tiny")
+    backbone = load_backbone("tiny")
     quiet = {"progress": False, "echo": lambda line: None}
     seconds: dict[str, list[float]] = {"in-process": []}
     setup: dict[str, float] = {}
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
                 run_distributed(source, tmp / "warm.zarr", cfg, remote, **quiet)  # every worker loads the model
                 setup[name] = time.perf_counter() - t
                 for r in range(args.repeat):
-                    s = run_extraction(source, tmp / "single.zarr", cfg, ldm=ldm, **quiet)
+                    s = run_extraction(source, tmp / "single.zarr", cfg, backbone=backbone, **quiet)
                     seconds["in-process"].append(s.seconds)
                     d = run_distributed(source, tmp / f"d{n}.zarr", cfg, remote, **quiet)
                     seconds.setdefault(name, []).append(d.seconds)

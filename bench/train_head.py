@@ -15,7 +15,13 @@ Timings are wall-clock on whatever this machine is doing; the ratio is the
 number to read.  The tiny model costs about 0.1 s per tile; the reference
 400 M model costs 20-50x more (DESIGN.md 3), which this benchmark does not run.
 
-    python bench/train_head.py [--tiles 48] [--epochs 2] [--threads 1] [--dir /tmp]
+Features come from ``pathsegdiff.extract.featurize.Featurizer`` (the one
+path from tiles to features, as ``pathsegdiff extract`` takes) both when the
+stores are built and in the recompute loop.  Run from the repository root
+with the project's virtual environment:
+
+    .venv/bin/python bench/train_head.py [--tiles 48] [--epochs 2] [--threads 1] [--dir /tmp]
+    .venv/bin/python bench/train_head.py --tiles 12 --epochs 1   # quickest: a smoke run
 """
 
 from __future__ import annotations
@@ -52,26 +58,37 @@ def synthetic_tiles(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     return labels.astype(np.uint8), np.clip(rgb, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
 
 
+def tiny_featurizer():
+    """The tiny model's featurizer: null conditioning, fp32 compute, on the CPU."""
+    from pathsegdiff.extract.featurize import FeatureConfig, Featurizer
+
+    return Featurizer.load("tiny", "null", FeatureConfig(blocks=BLOCKS, timesteps=TIMESTEPS))
+
+
 def build_stores(root: Path, n: int) -> tuple[str, str, float]:
     """Extract features with the tiny model into a store of n tiles and one of 4n (features repeated)."""
-    from pathsegdiff.extract.features import FeatureConfig, FeatureExtractor, block_shapes
-    from pathsegdiff.extract.models import load_model
-    from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, TileBatch, TileRecord, create_store
+    from pathsegdiff.store import (
+        BlockSpec,
+        FeatureSpec,
+        StoreSchema,
+        TileBatch,
+        TileRecord,
+        create_store,
+    )
 
-    ldm = load_model("tiny")
-    cfg = FeatureConfig(blocks=BLOCKS, timesteps=TIMESTEPS)
-    shapes = block_shapes(ldm, cfg, 256)
-    spec = FeatureSpec(ldm.model_id, ldm.weights_sha256, tuple(BlockSpec(b, *shapes[b]) for b in BLOCKS),
-                       TIMESTEPS, tile_size=256)
+    featurizer = tiny_featurizer()
+    backbone, shapes = featurizer.backbone, featurizer.block_shapes(256)
+    spec = FeatureSpec(backbone.model_id, backbone.weights_sha256, tuple(BlockSpec(b, *shapes[b]) for b in BLOCKS),
+                       TIMESTEPS, tile_size=256, model_config_sha256=backbone.config_sha256)
     labels, rgb = synthetic_tiles(n, 256)
-    extractor = FeatureExtractor(ldm, cfg)
     feats = {t: {b: [] for b in BLOCKS} for t in TIMESTEPS}
     t0 = time.perf_counter()
     for a in range(0, n, 8):
-        f, _ = extractor(torch.from_numpy(rgb[a : a + 8]), [f"t{i}" for i in range(a, min(a + 8, n))], None)
+        ids = [f"t{i}" for i in range(a, min(a + 8, n))]
+        f = featurizer(torch.from_numpy(rgb[a : a + 8]), ids, out_dtype=torch.float16).features
         for t in TIMESTEPS:
             for b in BLOCKS:
-                feats[t][b].append(f[t][b].half().numpy())
+                feats[t][b].append(f[t][b].cpu().numpy())
     extract_s = time.perf_counter() - t0
     feats = {t: {b: np.concatenate(v) for b, v in d.items()} for t, d in feats.items()}
     paths = []
@@ -106,8 +123,6 @@ def child_store(store: str, epochs: int, workers: int, out: str) -> dict:
 
 def child_recompute(store: str, epochs: int) -> dict:
     """The same head and steps, features recomputed from the stored RGB every epoch."""
-    from pathsegdiff.extract.features import FeatureConfig, FeatureExtractor
-    from pathsegdiff.extract.models import load_model
     from pathsegdiff.store import open_store
     from pathsegdiff.train_head.checkpoint import build_head
     from pathsegdiff.train_head.fit import TrainConfig, segmentation_loss, to_device
@@ -121,7 +136,7 @@ def child_recompute(store: str, epochs: int) -> dict:
     torch.manual_seed(0)
     head = build_head(HeadConfig("fcn", blocks, ts, len(CLASSES), 256))
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    extractor = FeatureExtractor(load_model("tiny"), FeatureConfig(blocks=BLOCKS, timesteps=TIMESTEPS))
+    featurizer = tiny_featurizer()
     ids = s.tile_ids()
     rng = np.random.default_rng(0)
     times, extract_s = [], 0.0
@@ -133,9 +148,9 @@ def child_recompute(store: str, epochs: int) -> dict:
             rgb = torch.from_numpy(np.stack([s.read_rgb(int(i)) for i in idx]))
             labels = torch.from_numpy(np.stack([s.read_labels(int(i)) for i in idx]).astype(np.int64))
             t1 = time.perf_counter()
-            feats, _ = extractor(rgb, [str(ids[i]) for i in idx], None)
+            feats = featurizer(rgb, [str(ids[i]) for i in idx], out_dtype=torch.float16).features
             extract_s += time.perf_counter() - t1
-            feats = to_device({t: {b: x.half() for b, x in d.items()} for t, d in feats.items()}, torch.device("cpu"))
+            feats = to_device(feats, torch.device("cpu"))
             head.train()
             logits, targets = head.training_logits(feats, labels, 255)
             loss = segmentation_loss(logits, targets, 255, 0.0)
