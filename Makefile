@@ -20,8 +20,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# Progress per test file, and the 15 slowest tests at the end (CI prints them too).
-PYTEST_ARGS ?= --durations=15
+# Test files spread over up to 4 worker processes (2 on a 2-core machine), one line per test as it
+# finishes, and the 15 slowest tests at the end (CI prints them too).
+PYTEST_ARGS ?= -n auto --maxprocesses=4 --dist loadfile -v --durations=15
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

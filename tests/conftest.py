@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-# Keep BLAS/torch from oversubscribing the 2-core CI machine.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Keep BLAS/torch from oversubscribing the 2-core CI machine: one thread per process when pytest-xdist runs
+# a worker per core (make test), two when the suite runs in one process.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 @pytest.fixture
