@@ -77,3 +77,20 @@ def s3_env(s3_server, monkeypatch):
     fs.mkdir(bucket)
     s3fs.S3FileSystem.clear_instance_cache()
     return bucket
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for every run compared in a module (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    On the CPU the features depend on torch's intra-op thread count (tiny model,
+    fp32: up to 1e-5 apart between 1 and 2 threads, enough to flip float16 bits),
+    and other test modules' fixtures change it for the whole process.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from test_job import TILES, data_bytes, extract, one_thread, reference  # noqa: F401  (fixtures reused)
+from test_job import TILES, data_bytes, extract, reference  # noqa: F401  (fixtures reused)
 
 from pathsegdiff.tiles.datasets import SourceConfig, open_source
 from pathsegdiff.extract.run.cluster import ClusterConfig, connect
@@ -26,6 +26,7 @@ from pathsegdiff.store import open_store
 from pathsegdiff.store.verify import verify_store
 
 pytest.importorskip("distributed")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: as the reference store was made
 
 
 @pytest.fixture(scope="module")

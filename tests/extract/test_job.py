@@ -26,18 +26,7 @@ ARGS = ["--tile-size", "64", "--stride", "32", "--quiet"]  # 36 tiles from six 1
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread for every run compared here, in this process and in subprocesses.
-
-    On the CPU the features depend on torch's intra-op thread count (tiny model,
-    fp32: up to 1e-5 apart between 1 and 2 threads, enough to flip float16 bits),
-    and other test modules' fixtures change it for the whole process.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def extract(src, out, *extra):

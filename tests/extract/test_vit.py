@@ -27,13 +27,7 @@ FAST = ["--tile-size", "64", "--stride", "32", "--quiet"]  # 36 tiles from six 1
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """CPU features depend on torch's thread count in their last bits: compare runs at one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ ARGS = ["--tile-size", "64", "--stride", "32", "--batch-size", "4", "--quiet"]  
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """CPU features depend on torch's thread count in their last bits: one thread for every run here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def invoke(*args) -> tuple[int, str]:

@@ -12,7 +12,6 @@ with ``local_files_only``: nothing is fetched.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -22,17 +21,13 @@ from torch import nn
 from pathsegdiff.errors import ModelLoadError
 from pathsegdiff.extract.backbones.base import Family, config_sha256, state_dict_sha256
 from pathsegdiff.extract.backbones.ldm import LDM
+from pathsegdiff.extract.backbones.model_files import read_model_json
 
 DEFAULT_TOKENS = 77  # CLIP's context length, for zero contexts without a tokenizer
 
+LAYOUT = "diffusers folder needs unet/, vae/ and scheduler/"
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: not found (a diffusers folder needs unet/, vae/ and scheduler/)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path}: not valid JSON ({exc})") from exc
+
 
 
 def _load(cls, folder: Path):
@@ -65,9 +60,9 @@ def _empty_prompt(root: Path, context_dim: int) -> tuple[torch.Tensor, str]:
 
 
 def load_diffusers_folder(root: Path) -> LDM:
-    unet_config = _read_json(root / "unet" / "config.json")
-    vae_config = _read_json(root / "vae" / "config.json")
-    scheduler_config = _read_json(root / "scheduler" / "scheduler_config.json")
+    unet_config = read_model_json(root / "unet" / "config.json", LAYOUT)
+    vae_config = read_model_json(root / "vae" / "config.json", LAYOUT)
+    scheduler_config = read_model_json(root / "scheduler" / "scheduler_config.json", LAYOUT)
     if unet_config.get("addition_embed_type") or unet_config.get("class_embed_type"):
         raise ModelLoadError(f"{root / 'unet'}: UNets with added embeddings (e.g. SDXL) are not supported")
     unet = _load(UNet2DConditionModel, root / "unet")

@@ -20,7 +20,6 @@ is read with ``local_files_only``: nothing is fetched.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 from pathsegdiff.errors import ModelLoadError
 from pathsegdiff.extract.backbones.base import Family, config_sha256, state_dict_sha256
 from pathsegdiff.extract.backbones.dit_backbone import DiT
+from pathsegdiff.extract.backbones.model_files import read_model_json
 from pathsegdiff.extract.backbones.seeding import seed_module
 
 TINY_DIT_MODEL_ID = "tiny-dit-v1"  # bump when the config or the weight recipe changes
@@ -70,6 +70,8 @@ VAE_CONFIG = {
     "scaling_factor": 2.0,
 }
 
+LAYOUT = "DiT folder needs transformer/, vae/ and scheduler/"
+
 
 def build_tiny_dit() -> DiT:
     """The seeded tiny DiT on the CPU in float32."""
@@ -90,13 +92,6 @@ def build_tiny_dit() -> DiT:
     )
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: not found (a DiT folder needs transformer/, vae/ and scheduler/)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def _load(cls, folder: Path, config_name: str = "config.json"):
@@ -124,9 +119,9 @@ def _own_memory(module: nn.Module) -> nn.Module:
 
 def load_dit_folder(root: Path) -> DiT:
     """A diffusers folder with transformer/ (PixArtTransformer2DModel), vae/ (AutoencoderKL) and scheduler/."""
-    configs = {"transformer": _read_json(root / "transformer" / "config.json"),
-               "vae": _read_json(root / "vae" / "config.json"),
-               "scheduler": _read_json(root / "scheduler" / "scheduler_config.json")}
+    configs = {"transformer": read_model_json(root / "transformer" / "config.json", LAYOUT),
+               "vae": read_model_json(root / "vae" / "config.json", LAYOUT),
+               "scheduler": read_model_json(root / "scheduler" / "scheduler_config.json", LAYOUT)}
     transformer = _own_memory(_load(PixArtTransformer2DModel, root / "transformer"))
     vae = _own_memory(_load(AutoencoderKL, root / "vae"))
     # DDPMScheduler computes the training betas from any scheduler's config (PixArt ships DPM-Solver's)
