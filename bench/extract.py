@@ -34,6 +34,14 @@ Run from the repository root with the project's virtual environment:
     .venv/bin/python bench/extract.py --profile
     .venv/bin/python bench/extract.py --model reference --device cuda --dtype bf16 --batch-size 64 --tiles 1024 --stride 32
     .venv/bin/python bench/extract.py --model reference --tiles 2 --repeat 1   # reference size on the CPU: a smoke run
+    .venv/bin/python bench/extract.py --simulate-device 600   # the host side at GPU rate (bench/host_rate.py)
+
+``--simulate-device TILES_PER_S`` replaces the model by a stand-in with the
+reference model's output shapes that takes the GPU's time per batch, and runs
+bench/host_rate.py: the highest rate the host side sustains, per-stage times
+and which stage binds, before and after chunk_io.py, float16 and a compact
+stand-in.  ``--tiles``, ``--batch-size``, ``--decode-workers``, ``--stride``,
+``--repeat`` and ``--dir`` carry over.
 
 ``--model reference`` is ``pathsegdiff.extract.backbones.tiny.build_reference_size``:
 random weights in the reference model's shapes (DESIGN.md 3), not the real
@@ -282,7 +290,11 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--profile", action="store_true", help="also print wall time by stage")
     p.add_argument("--dir", default=None, help="where the stores and .npy files go (a temporary folder inside)")
+    p.add_argument("--simulate-device", type=float, default=None, metavar="TILES_PER_S",
+                   help="no model: a stand-in with the reference shapes at this rate (bench/host_rate.py)")
     args = p.parse_args(argv)
+    if args.simulate_device is not None:
+        return args
     if args.decode_workers is None:
         from pathsegdiff.extract.run.job import ExtractConfig
 
@@ -305,6 +317,13 @@ def main(argv: list[str] | None = None) -> None:
     from pathsegdiff.extract.featurize import FeatureConfig, Featurizer
 
     args = _parse(argv)
+    if args.simulate_device is not None:
+        import host_rate  # bench/host_rate.py, beside this file
+
+        forward = ["--rate", str(args.simulate_device), "--tiles", str(args.tiles), "--batch-size",
+                   str(args.batch_size), "--stride", str(min(args.stride, 32)), "--rounds", str(args.repeat)]
+        forward += ["--decode-workers", str(args.decode_workers or 0)] + (["--dir", args.dir] if args.dir else [])
+        return host_rate.main(forward)
     torch.set_num_threads(args.threads)
     print(f"{args.tiles} tiles of {args.tile_size} px (target_image.png + cmu_small_region.svs), model "
           f"{args.model}, blocks {','.join(args.blocks)}, t {','.join(map(str, args.timesteps))}, device "

@@ -203,7 +203,7 @@ def store_ls_cmd(
 @app.command("extract")
 @guarded
 def extract_cmd(
-    source: Annotated[str, typer.Argument(help="Image folder (images/ + masks/), dataset root (--dataset), image or slide file.")],
+    source: Annotated[str, typer.Argument(help="Image folder (images/ + masks/), dataset root (--dataset), image or slide file, a folder of slides, or a CSV manifest of slides (columns slide, annotations, split, patient, mpp).")],
     out: Annotated[str, typer.Option("-o", "--out", help="Store to create or resume (directory or s3:// URL).")],
     model: Annotated[str, typer.Option(help="A model directory, or a seeded untrained model for tests and the demo: tiny (UNet LDM), tiny-dit (diffusion transformer), tiny-vit (ViT foundation model).")] = "tiny",
     dataset: Annotated[str, typer.Option(help="auto, folder, bcss, glas or slide.")] = "auto",
@@ -223,13 +223,16 @@ def extract_cmd(
     split: Annotated[str, typer.Option(help="Split of every tile of a plain folder or slide: train, val, test or empty.")] = "",
     min_tissue: Annotated[float, typer.Option(help="Slides: tissue fraction a tile needs.")] = 0.5,
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names when there is no classes.txt.")] = None,
+    annotations: Annotated[str | None, typer.Option(help="One slide's annotations: QuPath GeoJSON or a label mask (a cohort lists them in its manifest).")] = None,
+    unknown_classes: Annotated[str, typer.Option(help="An annotation class not in the class names: refuse, or ignore (its pixels become the ignore index).")] = "refuse",
+    annotated_only: Annotated[bool, typer.Option("--annotated-only", help="Slides: extract only tiles with annotated pixels.")] = False,
     decode_workers: Annotated[int | None, typer.Option(help="Decode worker processes (default: 0 on 2 cores, else up to 4).")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's own); CPU features depend on it in their last bits.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Run on the dask.distributed cluster of this scheduler (tcp://host:8786).")] = None,
     workers: Annotated[int | None, typer.Option(help="Run on a local dask cluster of this many worker processes (one per GPU with --device cuda).")] = None,
     shard_tiles: Annotated[int, typer.Option(help="Tiles per shard object of each array (1: one object per tile; more for object stores).")] = 1,
     limit: Annotated[int | None, typer.Option(help="Extract at most this many tiles in this run.")] = None,
-    skip_errors: Annotated[bool, typer.Option("--skip-errors", help="Record unreadable tiles and go on.")] = False,
+    skip_errors: Annotated[bool, typer.Option("--skip-errors", help="Record unreadable tiles (and a cohort's unusable slides) and go on.")] = False,
     store_latent: Annotated[bool, typer.Option("--store-latent", help="Also store the VAE latent z0.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store instead of resuming it.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -250,7 +253,9 @@ def extract_cmd(
         source = os.path.abspath(source)  # workers may run in another directory
     src = open_source(source, SourceConfig(dataset=dataset, tile_size=tile_size, stride=stride, target_mpp=mpp,
                                            mpp=source_mpp, class_names=split_list(classes), split=split,
-                                           min_tissue=min_tissue))
+                                           min_tissue=min_tissue, annotations=annotations,
+                                           unknown_classes=unknown_classes, annotated_only=annotated_only,
+                                           skip_errors=skip_errors, progress=not quiet))
     feats = FeatureConfig(blocks=split_list(blocks), timesteps=split_list(timesteps, int), draws=draws, seed=seed)
     cfg = ExtractConfig(model=model, conditioning=conditioning, features=feats, batch_size=batch_size,
                         device=device, dtype=dtype, codec=codec, decode_workers=decode_workers, threads=threads,
@@ -347,8 +352,8 @@ def predict_cmd(
     input: Annotated[str, typer.Argument(help="An image (PNG/JPEG/TIFF) or a whole slide (.svs, .ndpi, pyramidal .tif).")],
     head: Annotated[str, typer.Option("--head", help="Run directory of a trained head ('pathsegdiff train -o RUN').")],
     out: Annotated[str, typer.Option("-o", "--out", help="Output directory: mask, overlay.png, regions.geojson.")],
-    model: Annotated[str, typer.Option("--model", help="The model the head's store was made with: a model directory, or tiny, tiny-dit, tiny-vit.")] = "tiny",
-    store: Annotated[str | None, typer.Option("--store", help="Read features from this store instead of running the model.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="The model the head's store was made with: a model directory, or tiny, tiny-dit, tiny-vit (default: tiny; with --store: none, so a store that lacks tiles is refused).")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Read features from this store instead of running the model; the tiles it lacks are computed with --model, or refused.")] = None,
     conditioning: Annotated[str, typer.Option(help="null | hipt:PATH | precomputed:PATH, as at extraction.")] = "null",
     overlap: Annotated[int | None, typer.Option(help="Pixels of overlap between neighbouring tiles (default: a quarter of the tile).")] = None,
     window: Annotated[str, typer.Option(help="Tile fusion: gaussian (centre-weighted), mean, or none.")] = "gaussian",
@@ -356,17 +361,18 @@ def predict_cmd(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     mpp: Annotated[float, typer.Option(help="Analysis resolution, um/px (the head's: 0.5 for the reference model).")] = 0.5,
     source_mpp: Annotated[float | None, typer.Option(help="Resolution of a plain image, um/px (default: assume it is already at --mpp).")] = None,
-    min_tissue: Annotated[float, typer.Option(help="Slides: skip tiles with less tissue than this fraction.")] = 0.05,
+    min_tissue: Annotated[float, typer.Option(help="Slides: skip tiles with less tissue than this fraction (0: analyse every tile with any tissue).")] = 0.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Segment an image or a whole slide with a trained head; tiles fused with a centre-weighted window."""
     from pathsegdiff.predict.run import PredictConfig, predict
 
-    cfg = PredictConfig(model=model, conditioning=conditioning, overlap=overlap, window=window,
+    cfg = PredictConfig(model=model or (None if store else "tiny"), conditioning=conditioning, overlap=overlap, window=window,
                         batch_size=batch_size, device=device, target_mpp=mpp, min_tissue=min_tissue, store=store,
                         source_mpp=source_mpp)
     summary = predict(input, head, out, cfg, overwrite=overwrite, echo=typer.echo)
-    typer.echo(f"{summary['tiles']} tiles, {summary['regions']} regions in {summary['seconds']} s -> {out}/ "
+    typer.echo(f"{summary['tiles']} tiles ({summary['from_store']} from the store, {summary['computed']} computed), "
+               f"{summary['regions']} regions in {summary['seconds']} s -> {out}/ "
                f"({summary['outputs']['mask']}, overlay.png, regions.geojson, prediction.json)")
 
 

@@ -11,6 +11,13 @@ Defaults come from the backbone: for a UNet LDM ``up1`` and ``up2`` at
 t = 50 and 150 (DDPM-seg, Baranchuk et al., found the middle-to-late decoder
 blocks at small t the most useful for segmentation; for the reference model
 1.1 + 3 MiB per tile per timestep in float16).
+
+``compile=True`` runs the backbone's ``encode`` and ``forward_blocks``
+through ``torch.compile`` (inductor) on channels-last inputs; if compiling
+fails, one warning line and the eager path (``compiled.py``).  Features are
+cast to the storage dtype and made contiguous on the device, and on a GPU
+each tile's finiteness is checked there too (``Featurized.finite``), so the
+host copies and checks nothing it need not.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.extract.backbones import Backbone, load_backbone
+from pathsegdiff.extract.compiled import CompiledForward
 from pathsegdiff.extract.conditioning import Conditioner, NullConditioner, make_conditioner
 
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -114,6 +122,7 @@ class Featurized:
     features: dict[int, dict[str, torch.Tensor]]
     latent: torch.Tensor
     ssl: torch.Tensor
+    finite: dict[int, dict[str, torch.Tensor]] | None = None  # (B,) bool per block, computed on a GPU; else None
 
 
 class Featurizer:
@@ -130,7 +139,8 @@ class Featurizer:
     """
 
     def __init__(self, backbone: Backbone, cfg: FeatureConfig = FeatureConfig(),
-                 conditioner: Conditioner | None = None, compute_dtype: str = "fp32", per_tile: bool | None = None):
+                 conditioner: Conditioner | None = None, compute_dtype: str = "fp32", per_tile: bool | None = None,
+                 compile: bool = False):
         if compute_dtype not in COMPUTE_DTYPES:
             raise ConfigError(f"--dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
         self.backbone = backbone
@@ -138,13 +148,16 @@ class Featurizer:
         self.conditioner = conditioner or NullConditioner(backbone.ssl_dim)
         self.compute_dtype = compute_dtype
         self.per_tile = per_tile
+        self.compiled = CompiledForward(backbone) if compile else None
 
     @classmethod
     def load(cls, model: str, conditioning: str = "null", cfg: FeatureConfig = FeatureConfig(),
-             device: str = "cpu", compute_dtype: str = "fp32", backbone: Backbone | None = None) -> "Featurizer":
+             device: str = "cpu", compute_dtype: str = "fp32", backbone: Backbone | None = None,
+             compile: bool = False) -> "Featurizer":
         """Load ``model`` (or use the already-built ``backbone``) and its conditioner on ``device``."""
         backbone = load_on_device(model, device) if backbone is None else backbone
-        return cls(backbone, cfg, make_conditioner(conditioning, backbone, device=device), compute_dtype)
+        return cls(backbone, cfg, make_conditioner(conditioning, backbone, device=device), compute_dtype,
+                   compile=compile)
 
     def warning(self) -> str:
         b = self.backbone
@@ -179,21 +192,26 @@ class Featurizer:
             if ssl is None:
                 ssl = self.conditioner.embed(rgb_uint8, tile_ids)
             features, z0 = self._features(rgb_uint8, tile_ids, ssl)
-        if out_dtype is not None:
-            features = {t: {b: x.to(out_dtype) for b, x in d.items()} for t, d in features.items()}
-        return Featurized(features, z0, ssl)
+        finite = None
+        if out_dtype is not None:  # on the device: half the bytes to copy back, in the layout the store wants
+            features = {t: {b: x.to(out_dtype).contiguous() for b, x in d.items()} for t, d in features.items()}
+            if self.backbone.device.type == "cuda":  # free there; on the CPU the store's bit test is faster
+                finite = {t: {b: torch.isfinite(x).flatten(1).all(dim=1) for b, x in d.items()}
+                          for t, d in features.items()}
+        return Featurized(features, z0, ssl, finite)
 
     def _features(self, rgb_uint8, tile_ids, ssl):
         backbone, cfg = self.backbone, self.cfg
         rgb = rgb_uint8.to(backbone.device).float() / 127.5 - 1.0
         chunks = self._chunks(len(tile_ids))
-        z0 = torch.cat([backbone.encode(rgb[c]) for c in chunks])
+        run = self.compiled or backbone
+        z0 = _cat([run.encode(rgb[c]) for c in chunks])
         context = backbone.context(ssl, len(tile_ids))
 
         def forward(x: torch.Tensor, t: int) -> dict[str, torch.Tensor]:
-            parts = [backbone.forward_blocks(x[c], t, None if context is None else context[c], cfg.blocks)
+            parts = [run.forward_blocks(x[c], t, None if context is None else context[c], cfg.blocks)
                      for c in chunks]
-            return {name: torch.cat([p[name] for p in parts]) for name in cfg.blocks}
+            return {name: _cat([p[name] for p in parts]) for name in cfg.blocks}
 
         if not backbone.is_diffusion:
             return {t: forward(z0, t) for t in cfg.timesteps}, z0
@@ -210,3 +228,7 @@ class Featurizer:
                 features[t] = {name: (sum(d[name].float() for d in draws) / cfg.draws).to(draws[0][name].dtype)
                                for name in cfg.blocks}
         return features, z0
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)  # a whole batch needs no copy

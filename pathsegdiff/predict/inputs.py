@@ -1,8 +1,12 @@
 """What ``predict`` reads: an ordinary image, or a whole slide at an analysis resolution.
 
-Both give tiles in raster order as ``(y, x, rgb (3, S, S) uint8, tile_id)`` in the
-analysis frame (the image's own pixels; for a slide, pixels at ``target_mpp``)
-and a small RGB thumbnail for the overlay.
+Both plan their tiles in raster order as :class:`PlannedTile` ``(y, x,
+tile_id, key)`` in the analysis frame (the image's own pixels; for a slide,
+pixels at ``target_mpp``), decode one with ``tile_rgb(key)`` (3, S, S) uint8, and
+give a small RGB thumbnail for the overlay.  Tile ids are the extraction
+sources' (``<stem>_<x>_<y>``, level-0 or native pixels), so a store's tiles are
+found by id and computed ones get the same noise.  A slide's plan covers every
+tile that holds tissue, edge tiles included (``tiles/wsi.py``).
 """
 
 from __future__ import annotations
@@ -10,32 +14,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from pathsegdiff.errors import InputError
+from pathsegdiff.tiles.cohort import is_slide_file as is_slide
 from pathsegdiff.tiles.images import read_rgb
 from pathsegdiff.predict.stitch import StitchConfig, tile_grid
 
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".svslide")
 THUMB_MAX_SIDE = 2048
 
 
-def is_slide(path: Path) -> bool:
-    """Slide formats by suffix; a .tif/.tiff counts as a slide when it is pyramidal."""
-    suffix = path.suffix.lower()
-    if suffix in SLIDE_SUFFIXES:
-        return True
-    if suffix in (".tif", ".tiff"):
-        try:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tf:
-                return len(tf.series[0].levels) > 1
-        except Exception:
-            return False
-    return False
+class PlannedTile(NamedTuple):
+    y: int
+    x: int
+    tile_id: str
+    key: Any  # what ``rgb`` needs to decode it
 
 
 @dataclass
@@ -67,14 +63,22 @@ class ImageInput:
             where = f"resampled from {self.source_mpp:g} to {self.target_mpp:g} um/px"
         return f"{self.path.name}: a plain image, {where}; {self.n_tiles(cfg)} tiles of {self.tile} px"
 
+    def plan(self, cfg: StitchConfig) -> list[PlannedTile]:
+        # the image source's tile ids: same noise
+        return [PlannedTile(y, x, f"{self.path.stem}_{x}_{y}", (y, x)) for y, x in tile_grid(self.height, self.width, cfg)]
+
+    def tile_rgb(self, key) -> np.ndarray:
+        y, x = key
+        t = self.rgb[:, y : y + self.tile, x : x + self.tile]
+        if t.shape[1:] != (self.tile, self.tile):  # image smaller than one tile: pad with glass
+            pad = np.full((3, self.tile, self.tile), 240, np.uint8)
+            pad[:, : t.shape[1], : t.shape[2]] = t
+            t = pad
+        return t
+
     def tiles(self, cfg: StitchConfig) -> Iterator[tuple[int, int, np.ndarray, str]]:
-        for y, x in tile_grid(self.height, self.width, cfg):
-            t = self.rgb[:, y : y + self.tile, x : x + self.tile]
-            if t.shape[1:] != (self.tile, self.tile):  # image smaller than one tile: pad with glass
-                pad = np.full((3, self.tile, self.tile), 240, np.uint8)
-                pad[:, : t.shape[1], : t.shape[2]] = t
-                t = pad
-            yield y, x, t, f"{self.path.stem}_{x}_{y}"  # the image source's tile ids: same noise
+        for t in self.plan(cfg):
+            yield t.y, t.x, self.tile_rgb(t.key), t.tile_id
 
     def n_tiles(self, cfg: StitchConfig) -> int:
         return len(tile_grid(self.height, self.width, cfg))
@@ -103,12 +107,16 @@ class SlideInput:
         return (min(round(y0 / self.native_per_analysis), self.height - self.tile),
                 min(round(x0 / self.native_per_analysis), self.width - self.tile))
 
+    def plan(self, cfg: StitchConfig) -> list[PlannedTile]:
+        tiles = [PlannedTile(*self.analysis_xy(r.x, r.y), r.tile_id, i) for i, r in enumerate(self.source.records)]
+        return sorted(tiles, key=lambda t: (t.y, t.x))
+
+    def tile_rgb(self, key) -> np.ndarray:
+        return self.source.load(key).rgb
+
     def tiles(self, cfg: StitchConfig) -> Iterator[tuple[int, int, np.ndarray, str]]:
-        order = sorted(range(len(self.source.records)), key=lambda i: (self.source.records[i].y, self.source.records[i].x))
-        for i in order:
-            r = self.source.records[i]
-            y, x = self.analysis_xy(r.x, r.y)
-            yield y, x, self.source.load(i).rgb, r.tile_id
+        for t in self.plan(cfg):
+            yield t.y, t.x, self.tile_rgb(t.key), t.tile_id
 
     def preflight(self, cfg: StitchConfig) -> str:
         return (f"{self.path.name}: a slide, {self.width}x{self.height} px at {self.mpp:g} um/px, "

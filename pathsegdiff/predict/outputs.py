@@ -9,20 +9,16 @@ pyramidal TIFF is then written tile by tile from it.  Pixels no tile covered
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+
+from pathsegdiff.train_head.colours import class_colour, paint
 
 UNANALYSED = 255
 TIFF_TILE = 256
-PALETTE = np.array(
-    [[31, 119, 180], [214, 39, 40], [44, 160, 44], [255, 127, 14], [148, 103, 189], [140, 86, 75],
-     [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], np.uint8)
-
-
-def colour(k: int) -> list[int]:
-    return PALETTE[k % len(PALETTE)].tolist()
 
 
 class MaskCanvas:
@@ -82,14 +78,45 @@ def write_pyramid_tiff(mask: np.memmap, path: Path, mpp: float, levels: int | No
                       resolutionunit="CENTIMETER" if res else None, **kw)
 
 
-def overlay(thumb: np.ndarray, mask_small: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend class colours over the RGB thumbnail; unanalysed pixels stay as they are."""
+def overlay(thumb: np.ndarray, mask_small: np.ndarray, alpha: float = 0.45,
+            class_names: Sequence[str] | None = None) -> np.ndarray:
+    """Blend class colours over the RGB thumbnail; unanalysed pixels stay as they are.
+
+    With ``class_names`` a legend (each class's colour and name) is added
+    underneath, so the picture is taller than the thumbnail.
+    """
     m = np.asarray(Image.fromarray(mask_small).resize((thumb.shape[1], thumb.shape[0]), Image.Resampling.NEAREST))
-    colours = np.concatenate([PALETTE, np.zeros((256 - len(PALETTE), 3), np.uint8)])[m % len(PALETTE)]
-    out = thumb.astype(np.float32)
-    hit = m != UNANALYSED
-    out[hit] = (1 - alpha) * out[hit] + alpha * colours[hit]
-    return out.astype(np.uint8)
+    out = paint(thumb, m, UNANALYSED, alpha)
+    return out if class_names is None else with_legend(out, class_names)
+
+
+def with_legend(image: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """``image`` with a white strip underneath: one line per class, its colour swatch and its name.
+
+    The text scales with the picture (a slide overlay is a few thousand pixels
+    high; a 10 px legend under it would be unreadable once scaled to a screen).
+    """
+    h, w = image.shape[:2]
+    size = max(12, min(h, w) // 50)
+    font = _font(size)
+    row = int(size * 1.4)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max(measure.textlength(n, font=font) for n in class_names)
+    pic = Image.new("RGB", (max(w, 2 * row + int(text_w)), h + len(class_names) * row + row // 2), (255, 255, 255))
+    pic.paste(Image.fromarray(image), (0, 0))
+    draw = ImageDraw.Draw(pic)
+    for k, name in enumerate(class_names):
+        y = h + row // 4 + k * row
+        draw.rectangle((row // 4, y + row // 8, row, y + row - row // 8), fill=class_colour(k), outline=(0, 0, 0))
+        draw.text((row + row // 3, y + (row - size) // 2), name, fill=(0, 0, 0), font=font)
+    return np.asarray(pic)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # scalable with FreeType (Pillow >= 10.1)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
 
 
 def write_geojson(mask_small: np.ndarray, step: float, class_names: tuple[str, ...], path: Path,
@@ -116,7 +143,7 @@ def write_geojson(mask_small: np.ndarray, step: float, class_names: tuple[str, .
             "type": "Feature",
             "geometry": geom,
             "properties": {"objectType": "annotation", "class_id": k, "class_name": name,
-                           "classification": {"name": name, "color": colour(k)}},
+                           "classification": {"name": name, "color": list(class_colour(k))}},
         })
     path.write_text(json.dumps({"type": "FeatureCollection", "features": out}))
     return len(out)

@@ -3,7 +3,10 @@
 Features come from the diffusion model on the fly (the same model, seed,
 draws and conditioning the head's store was made with: checked against the
 head's recorded store identity) or from an existing store of the same slide
-(``--store``).  Tile logits are fused with a centre-weighted window
+(``--store``).  With a store, every planned tile (every tile of the slide that
+holds tissue, edges included) is read from it or, when the store lacks it and
+a model is given, computed; without a model a store that lacks tiles is
+refused with how many and why (``coverage.py``), never used for part of the slide.  Tile logits are fused with a centre-weighted window
 (:mod:`pathsegdiff.predict.stitch`) strip by strip into a disk-backed mask.
 """
 
@@ -22,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pathsegdiff.errors import ConfigError, IdentityMismatchError, StoreExistsError
+from pathsegdiff.predict.coverage import match_store
 from pathsegdiff.predict.inputs import ImageInput, SlideInput, open_input
 from pathsegdiff.predict.outputs import MaskCanvas, overlay, write_geojson, write_png, write_pyramid_tiff
 from pathsegdiff.train_head.checkpoint import load_head
@@ -32,14 +36,14 @@ GEOJSON_MAX_SIDE = 4096
 
 @dataclass(frozen=True)
 class PredictConfig:
-    model: str = "tiny"
+    model: str | None = "tiny"  # None with a store: use only the store, refuse if it lacks tiles
     conditioning: str = "null"
     overlap: int | None = None  # None: a quarter of the tile
     window: str = "gaussian"
     batch_size: int = 8
     device: str = "cpu"
     target_mpp: float = 0.5
-    min_tissue: float = 0.05
+    min_tissue: float = 0.0  # 0: every tile that holds any tissue
     store: str | None = None
     source_mpp: float | None = None  # a plain image's resolution; None: assume target_mpp
 
@@ -67,48 +71,54 @@ def _featurizer(cfg: PredictConfig, meta):
     return Featurizer(backbone, fcfg, conditioner)
 
 
+def _computed(featurizer, items: list, source) -> list[dict]:
+    """Features of planned tiles, one model batch; rounded through the store dtype as the head was trained."""
+    rgb = torch.from_numpy(np.stack([source.tile_rgb(t.key) for t in items]))
+    # Tile ids as the extraction sources name them, so the noise matches a store of the same tiles.
+    feats = featurizer(rgb, [t.tile_id for t in items], out_dtype=torch.float16).features
+    feats = {t: {b: v.float().cpu() for b, v in d.items()} for t, d in feats.items()}
+    return [{t: {b: v[k : k + 1] for b, v in d.items()} for t, d in feats.items()} for k in range(len(items))]
+
+
 def _extracted_tiles(source, featurizer, cfg: PredictConfig, stitch: StitchConfig) -> Iterator[tuple[int, int, dict]]:
-    """(y, x, features) per tile, running the model in batches."""
-    batch: list[tuple[int, int, np.ndarray, str]] = []
-
-    def run(items):
-        # Tile ids as the extraction sources name them, so the noise matches a store of the same tiles.
-        rgb = torch.from_numpy(np.stack([t for _, _, t, _ in items]))
-        ids = [tile_id for _, _, _, tile_id in items]
-        # Round through the store dtype so the head sees what it was trained on.
-        feats = featurizer(rgb, ids, out_dtype=torch.float16).features
-        feats = {t: {b: v.float().cpu() for b, v in d.items()} for t, d in feats.items()}
-        for k, (y, x, _, _) in enumerate(items):
-            yield y, x, {t: {b: v[k : k + 1] for b, v in d.items()} for t, d in feats.items()}
-
-    for item in source.tiles(stitch):
-        batch.append(item)
-        if len(batch) == cfg.batch_size:
-            yield from run(batch)
-            batch = []
-    if batch:
-        yield from run(batch)
+    """(y, x, features) per planned tile, running the model in batches."""
+    plan = source.plan(stitch)
+    for k in range(0, len(plan), cfg.batch_size):
+        items = plan[k : k + cfg.batch_size]
+        for t, feats in zip(items, _computed(featurizer, items, source)):
+            yield t.y, t.x, feats
 
 
-def _stored_tiles(source, cfg: PredictConfig, meta) -> Iterator[tuple[int, int, dict]]:
-    """(y, x, features) from a store holding this slide's tiles (matched by slide id)."""
+def _stored(fs, i: int, meta) -> dict:
+    tile = fs.read_tile(i, blocks=meta.blocks, timesteps=meta.timesteps, extras=False)
+    return {t: {b: torch.from_numpy(v[None].astype(np.float32)) for b, v in d.items()} for t, d in tile.features.items()}
+
+
+def _store_tiles(source, cfg: PredictConfig, meta, stitch: StitchConfig, echo) -> tuple[Iterator, dict]:
+    """(y, x, features) per planned tile from the store, the ones it lacks computed; refused without a model."""
     from pathsegdiff.store import open_store
     from pathsegdiff.train_head.checkpoint import check_store_matches
 
     fs = open_store(cfg.store)
     check_store_matches(meta, fs, need_labels=False)
-    table = fs.table()
-    stem = Path(source.path).stem
-    idx = [i for i in fs.written() if str(table["slide_id"][i]) == stem]
-    if not idx:
-        raise ConfigError(f"{cfg.store}: no written tiles of slide {stem!r}")
-    per = getattr(source, "native_per_analysis", 1.0)
-    pos = sorted((round(int(table["y"][i]) / per), round(int(table["x"][i]) / per), i) for i in idx)
-    for y, x, i in pos:
-        tile = fs.read_tile(i, blocks=meta.blocks, timesteps=meta.timesteps, extras=False)
-        feats = {t: {b: torch.from_numpy(v[None].astype(np.float32)) for b, v in d.items()}
-                 for t, d in tile.features.items()}
-        yield min(y, source.height - fs.schema.tile_size), min(x, source.width - fs.schema.tile_size), feats
+    plan = source.plan(stitch)
+    cov = match_store(fs, plan, Path(source.path).stem, source.mpp, stitch.tile, stitch.stride)
+    if cov.missing and not cfg.model:
+        raise ConfigError(f"{cfg.store}: {cov.line(len(plan))} for {Path(source.path).name}; pass --model (the "
+                          "model the store was made with) to compute the missing tiles, or extract them first")
+    featurizer = _featurizer(cfg, meta) if cov.missing else None
+    if cov.missing:
+        echo(f"{cov.line(len(plan))}: computing those with model {cfg.model}")
+
+    def tiles():
+        for k in range(0, len(plan), cfg.batch_size):
+            items = plan[k : k + cfg.batch_size]
+            todo = [t for t in items if t.tile_id not in cov.stored]
+            computed = dict(zip((t.tile_id for t in todo), _computed(featurizer, todo, source))) if todo else {}
+            for t in items:
+                yield t.y, t.x, computed[t.tile_id] if t.tile_id in computed else _stored(fs, cov.stored[t.tile_id], meta)
+
+    return tiles(), {"from_store": len(cov.stored), "computed": len(cov.missing)}
 
 
 def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, cfg: PredictConfig = PredictConfig(),
@@ -124,9 +134,12 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
     source = open_input(input_path, tile, stitch, cfg.target_mpp, cfg.min_tissue, cfg.source_mpp)
     echo(source.preflight(stitch))
     if cfg.store:
-        tiles = _stored_tiles(source, cfg, meta)
+        tiles, origin = _store_tiles(source, cfg, meta, stitch, echo)
     else:  # the model is loaded and checked now, not when the first tile is asked for
+        if not cfg.model:
+            raise ConfigError("predict needs --model (or --store with the slide's features)")
         tiles = _extracted_tiles(source, _featurizer(cfg, meta), cfg, stitch)
+        origin = {"from_store": 0, "computed": source.n_tiles(stitch)}
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -159,7 +172,7 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
     summary = {
         "input": str(input_path), "kind": "slide" if slide else "image", "head": str(head_run),
         "size": [source.height, source.width], "mpp": source.mpp if source.mpp == source.mpp else None,
-        "tiles": n, "regions": n_regions, "config": asdict(cfg), "stitch": stitch.to_dict(),
+        "tiles": n, **origin, "regions": n_regions, "config": asdict(cfg), "stitch": stitch.to_dict(),
         "class_fractions": {name: float(counts[k] / max(1, counts[: len(meta.class_names)].sum()))
                             for k, name in enumerate(meta.class_names)},
         "outputs": {"mask": mask_path.name, "overlay": "overlay.png", "geojson": "regions.geojson"},

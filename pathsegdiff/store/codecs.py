@@ -2,7 +2,8 @@
 
 Every chunk ends with a ``crc32c`` checksum so that a flipped or truncated
 chunk fails to decode instead of returning wrong numbers.  ``bench/store_io.py``
-measures the options; the README explains the default.
+measures the options; the README explains the default.  ``tile_chunks.py``
+encodes and decodes whole-tile chunks of these codecs off zarr's event loop.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ def feature_codecs(name: str, dtype: str) -> dict[str, Any]:
 
 
 def checked_codecs(compress: bool = False) -> dict[str, Any]:
-    """Codecs for labels, rgb and the tile table: checksummed, optionally zstd."""
-    compressors: list[Any] = [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")] if compress else []
+    """Codecs for labels, rgb and the tile table: checksummed, optionally zstd.
+
+    zstd level 1, not 3: on real H&E rgb tiles (bench/extract.py's) level 1
+    compressed better (1.15x against 1.12x) in a third of the time (0.38 against
+    1.15 ms per 256 px tile), which at GPU rates is a core's worth per 800 tiles/s.
+    """
+    compressors: list[Any] = [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")] if compress else []
     compressors.append(Crc32cCodec())
     return {"filters": [], "compressors": compressors}
+

@@ -1,8 +1,9 @@
-"""Create a feature store, or reopen one for writing (identity checked, lock taken).
+"""Create a feature store, or reopen one for writing (identity checked, lock taken, grown if asked).
 
 schema.py names the arrays and their shapes; this module turns a
 ``StoreSchema`` into zarr arrays (codecs, chunks or shards along the tile
 axis, fill values) and root metadata, and hands back a ``StoreWriter``.
+Reopening with a longer tile list appends the new tiles (``grow.py``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from pathsegdiff.errors import (
 )
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.codecs import checked_codecs, feature_codecs
+from pathsegdiff.store.cohort_columns import create_columns, write_columns
+from pathsegdiff.store.grow import begin_append, check_same_layout, finish_append, new_tiles, recover_interrupted_append
 from pathsegdiff.store.location import Location, open_zarr_store, parse_location
 from pathsegdiff.store.lock import StoreLock
-from pathsegdiff.store.reader import read_root_attrs
+from pathsegdiff.store.reader import FeatureStore, read_root_attrs
 from pathsegdiff.store.write_errors import write_errors
 from pathsegdiff.store.writer import StoreWriter, write_table
 
@@ -41,6 +44,7 @@ def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int) -> None:
             f"{S.TILES_GROUP}/{col}", shape=(n,), chunks=(table,), dtype=str if dtype == "str" else dtype,
             fill_value=fill, dimension_names=("tile",), **checked_codecs(compress=True),
         )
+    create_columns(group, n, table)
     group.create_array(S.STATUS, shape=(n,), chunks=(S.TABLE_CHUNK,), dtype="uint8", fill_value=0,
                        dimension_names=("tile",), **checked_codecs())
     group.create_array(S.FAIL_REASON, shape=(n,), chunks=(S.TABLE_CHUNK,), dtype=str, fill_value="",
@@ -125,6 +129,7 @@ def _create_store(where, schema, tiles, provenance, overwrite) -> StoreWriter:
         group.attrs.put({S.ATTR_KEY: attrs})
         _create_arrays(group, schema, n)
         write_table(group, 0, tiles)
+        write_columns(group, 0, tiles)
         attrs["complete"] = True
         group.attrs.put({S.ATTR_KEY: attrs})
         return StoreWriter(loc, lock)
@@ -152,9 +157,8 @@ def _prepare_dir(loc: Location, overwrite: bool) -> None:
     d.mkdir(parents=True, exist_ok=True)
 
 
-def open_writer(where: str | os.PathLike, expect: S.FeatureSpec | None = None) -> StoreWriter:
-    """Reopen an existing store to resume writing; refuses another identity."""
-    loc = parse_location(where)
+def _locked(loc: Location, expect: S.FeatureSpec | None) -> tuple[dict[str, Any], StoreLock | None]:
+    """Root attributes of a complete store with the expected identity, and its lock, taken."""
     if loc.kind == "zip":
         raise StoreReadOnlyError(f"{loc}: a packed .zip store is read-only")
     attrs = read_root_attrs(loc)
@@ -169,6 +173,13 @@ def open_writer(where: str | os.PathLike, expect: S.FeatureSpec | None = None) -
     if lock:
         with write_errors(loc, "the writer lock"):
             lock.acquire()
+    return attrs, lock
+
+
+def open_writer(where: str | os.PathLike, expect: S.FeatureSpec | None = None) -> StoreWriter:
+    """Reopen an existing store to resume writing; refuses another identity."""
+    loc = parse_location(where)
+    _, lock = _locked(loc, expect)
     try:
         return StoreWriter(loc, lock)
     except BaseException:
@@ -184,7 +195,10 @@ def open_or_create(
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> StoreWriter:
-    """Resume the store at ``where`` if it matches ``schema`` and ``tiles``, else create it."""
+    """Resume the store at ``where`` if it matches ``schema``, appending the tiles of ``tiles`` it lacks; else create it.
+
+    The store's tiles must come first in ``tiles``, unchanged (``grow.new_tiles``).
+    """
     loc = parse_location(where)
     exists = False
     if not overwrite:
@@ -194,16 +208,27 @@ def open_or_create(
             exists = False
     if not exists:
         return create_store(where, schema, tiles, provenance, overwrite=overwrite or loc.kind == "dir")
-    w = open_writer(where, expect=schema.features)
+    attrs, lock = _locked(loc, schema.features)
     try:
-        if tiles is not None and w.schema.n_tiles is not None:
-            have = list(w.tile_ids())
-            want = [r.tile_id for r in tiles]
-            if have != want:
-                raise SchemaError(
-                    f"{loc}: the store holds a different tile list ({len(have)} tiles) than this source "
-                    f"({len(want)} tiles); use another output or --overwrite"
-                )
+        check_same_layout(loc, S.StoreSchema.from_dict(attrs["schema"]), schema)
+        with write_errors(loc, "the tile table"):
+            recover_interrupted_append(loc)
+            fs = FeatureStore(loc)
+            n = fs.n_tiles
+            new = new_tiles(fs, tiles) if tiles is not None else []
+            if new:
+                note = {"command": (provenance or {}).get("command", "")}
+                begin_append(loc, n, new, note)
+        w = StoreWriter(loc, lock)
+    except BaseException:
+        if lock:
+            lock.release()
+        raise
+    try:
+        if new:
+            with write_errors(loc, "the appended tiles"):
+                w.append_tiles(new)
+                finish_append(loc)
         return w
     except BaseException:
         w.close()

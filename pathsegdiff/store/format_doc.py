@@ -19,6 +19,10 @@ def format_markdown() -> str:
         ("`tiles/x`, `tiles/y`", "(tile,)", "int64", f"{S.TABLE_CHUNK}", "top-left corner, level-0 pixels"),
         ("`tiles/mpp`", "(tile,)", "float32", f"{S.TABLE_CHUNK}", "microns per pixel of the tile"),
         ("`tiles/split`", "(tile,)", "string", f"{S.TABLE_CHUNK}", "`train`, `val`, `test` or empty"),
+        ("`tiles/patient`", "(tile,)", "string", f"{S.TABLE_CHUNK}", "patient of the slide, or empty (optional*)"),
+        ("`tiles/level`", "(tile,)", "int32", f"{S.TABLE_CHUNK}", "pyramid level the tile was read from (optional*)"),
+        ("`tiles/annotated`", "(tile,)", "float32", f"{S.TABLE_CHUNK}",
+         "share of the tile's pixels with a class label; NaN: no annotations (optional*)"),
         (f"`{S.STATUS}`", "(tile,)", "uint8", f"{S.TABLE_CHUNK}",
          ", ".join(f"{k} {v}" for k, v in S.STATUS_NAMES.items())),
         (f"`{S.FAIL_REASON}`", "(tile,)", "string", f"{S.TABLE_CHUNK}", "why a failed tile was skipped"),
@@ -34,8 +38,12 @@ def format_markdown() -> str:
     lines += [f"| {' | '.join(r)} |" for r in rows]
     lines += [
         "",
+        "*Optional: stores made before these columns lack them and read as "
+        + ", ".join(f"`{n}` = {d!r}" for n, (_, d) in S.COHORT_COLUMNS.items()) + ".",
+        "",
         f"Root attribute `{S.ATTR_KEY}` (layout version {S.SCHEMA_VERSION}): `schema_version`, `complete`,"
-        " `identity`, `identity_fields`, `schema` (the `StoreSchema` as JSON), `provenance`.",
+        " `identity`, `identity_fields`, `schema` (the `StoreSchema` as JSON), `provenance` (with `appended`:"
+        " one entry per run that grew the store), and `appending` only while tiles are being appended.",
         "",
         "Identity fields (sha256 of their canonical JSON, first 16 hex digits): "
         + ", ".join(f"`{f}`" for f in _identity_field_names()) + ".",

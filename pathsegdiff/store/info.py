@@ -1,4 +1,4 @@
-"""A summary of a store for ``pathsegdiff store info``."""
+"""A summary of a store for ``pathsegdiff store info``: counts, features, size, and a line per slide."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from pathsegdiff.store import schema as S
+from pathsegdiff.store.cohort_columns import full_table
 from pathsegdiff.store.reader import FeatureStore, open_store
 
 
@@ -26,6 +27,38 @@ def bytes_on_disk(fs: FeatureStore) -> int | None:
         return int(fsys.du(path))
     except Exception:
         return None
+
+
+def per_slide(fs: FeatureStore) -> list[dict[str, Any]]:
+    """Tiles, status counts and annotated fraction of each slide, in store order; then the slides the latest run
+    left out (``--skip-errors``)."""
+    t = full_table(fs)
+    slides = np.asarray(t["slide_id"]).astype(str)
+    out = []
+    for sid in dict.fromkeys(slides):
+        rows = slides == sid
+        st = t["status"][rows]
+        ann = t["annotated"][rows]
+        out.append({
+            "slide": sid, "patient": str(t["patient"][rows][0]),
+            "splits": sorted(set(np.asarray(t["split"][rows]).astype(str))), "tiles": int(rows.sum()),
+            **{S.STATUS_NAMES[k]: int((st == k).sum()) for k in S.STATUS_NAMES},
+            # mean over tiles of the share of each tile's pixels that hold a class; None: no annotations
+            "annotated": None if np.isnan(ann).all() else float(np.nanmean(ann)),
+        })
+    source = fs.provenance.get("source")
+    skipped = fs.meta.get("skipped_slides", source.get("skipped_slides", {}) if isinstance(source, dict) else {})
+    out += [{"slide": path, "skipped": reason} for path, reason in skipped.items()]
+    return out
+
+
+def _slide_line(d: dict[str, Any]) -> str:
+    if "skipped" in d:
+        return f"  {d['slide']}: skipped ({d['skipped']})"
+    ann = "no annotations" if d["annotated"] is None else f"annotated {d['annotated']:.1%}"
+    split = "/".join(s or "-" for s in d["splits"])
+    return (f"  {d['slide']:<24} patient {d['patient'] or '-':<10} split {split:<6} {d['tiles']:>6} tiles: "
+            f"{d['written']} written, {d['todo']} todo, {d['failed']} failed; {ann}")
 
 
 def store_info(where: str | os.PathLike) -> dict[str, Any]:
@@ -54,6 +87,7 @@ def store_info(where: str | os.PathLike) -> dict[str, Any]:
         "bytes_on_disk": size,
         "bytes_per_written_tile": (size // written) if (size and written) else None,
         "bytes_per_tile_uncompressed": sch.bytes_per_tile(),
+        "slides": per_slide(fs),
         "identity_fields": fs.meta["identity_fields"],
         "provenance": fs.provenance,
     }
@@ -74,5 +108,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"on disk    {mib(info['bytes_on_disk'])}; per written tile {mib(info['bytes_per_written_tile'])}"
         f" (uncompressed {mib(info['bytes_per_tile_uncompressed'])})",
         "provenance " + ", ".join(f"{k}={v}" for k, v in info["provenance"].items() if not isinstance(v, (dict, list))),
+        f"slides     {sum('skipped' not in d for d in info['slides'])}"
+        + (f" ({n} skipped)" if (n := sum('skipped' in d for d in info['slides'])) else ""),
+        *map(_slide_line, info["slides"]),
     ]
     return "\n".join(lines)

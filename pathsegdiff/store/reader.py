@@ -3,6 +3,10 @@
 A :class:`FeatureStore` keeps only its location when pickled and opens zarr
 lazily, so it can be handed to DataLoader workers under fork or spawn: each
 worker opens its own handles on first use.
+
+Single-tile reads from a local directory read the chunk files straight into
+fresh buffers, checksum included (``chunk_io.py``), as ``np.load`` would; a
+missing or damaged chunk, zips, URLs, shards and BitRound go through zarr.
 """
 
 from __future__ import annotations
@@ -17,48 +21,14 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from pathsegdiff.errors import (
-    CorruptStoreError,
-    NotAStoreError,
-    PathsegdiffError,
-    SchemaError,
-    SchemaVersionError,
-    StoreAccessError,
-    StoreNotFoundError,
-    TileNotWrittenError,
-)
+from pathsegdiff.errors import CorruptStoreError, NotAStoreError, PathsegdiffError, SchemaError
+from pathsegdiff.errors import StoreAccessError, TileNotWrittenError
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.location import Location, open_zarr_store, parse_location, redact
+from pathsegdiff.store.chunk_io import ChunkCodec, read_elements
+from pathsegdiff.store.location import Location, parse_location, redact
 from pathsegdiff.store.missing import check_missing, check_present
-
-
-def _open_group(loc: Location, read_only: bool = True) -> zarr.Group:
-    zstore = open_zarr_store(loc, read_only=read_only)
-    try:
-        return zarr.open_group(zstore, mode="r" if read_only else "r+", zarr_format=3)
-    except FileNotFoundError:
-        raise (StoreNotFoundError if loc.kind == "dir" and not loc.local_dir.exists() else NotAStoreError)(
-            f"{loc}: not a pathsegdiff store (no zarr v3 group metadata)"
-        ) from None
-    except PermissionError as e:  # e.g. an object store refusing the credentials
-        raise StoreAccessError(f"{loc}: access denied ({redact(e)}); check the credentials for this location") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CorruptStoreError(f"{loc}: damaged store metadata (zarr.json): {e}") from None
-
-
-def read_root_attrs(loc: Location) -> dict[str, Any]:
-    """The ``pathsegdiff`` root attributes, checked for presence and version."""
-    attrs = _open_group(loc).attrs.asdict()
-    if S.ATTR_KEY not in attrs:
-        raise NotAStoreError(f"{loc}: a zarr group, but not a pathsegdiff store (no '{S.ATTR_KEY}' attribute)")
-    meta = attrs[S.ATTR_KEY]
-    version = meta.get("schema_version")
-    if not isinstance(version, int) or version > S.SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{loc}: store layout version {version!r} is newer than this pathsegdiff reads "
-            f"({S.SCHEMA_VERSION}); upgrade pathsegdiff"
-        )
-    return meta
+from pathsegdiff.store.root import open_group as _open_group
+from pathsegdiff.store.root import read_root_attrs  # also imported from here by create.py and others
 
 
 @dataclass
@@ -76,7 +46,14 @@ class TileData:
 
 
 class FeatureStore:
-    """A store opened for reading.  Reading is always allowed, even while a writer runs."""
+    """A store opened for reading.  Reading is always allowed, even while a writer runs.
+
+    ``direct_io = False`` (on the class or one store) sends every chunk
+    through zarr's own codec pipeline, reads and writes: what the store did
+    before ``chunk_io.py``; benchmarks compare the two.
+    """
+
+    direct_io = True
 
     def __init__(self, loc: Location, writable: bool = False):
         self.location = loc
@@ -89,6 +66,7 @@ class FeatureStore:
         self._g: zarr.Group | None = None
         self._pid = os.getpid()
         self._arrays: dict[str, zarr.Array] = {}
+        self._codecs: dict[str, ChunkCodec | None] = {}
         self._tile_ids: np.ndarray | None = None
         self._table: dict[str, np.ndarray] | None = None
 
@@ -99,6 +77,7 @@ class FeatureStore:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._writable, self._g, self._arrays, self._tile_ids, self._table = False, None, {}, None, None
+        self._codecs = {}
         self._pid = os.getpid()
 
     def _group(self) -> zarr.Group:
@@ -106,6 +85,7 @@ class FeatureStore:
             # A forked child must not share the parent's open file (a zip's seek
             # position) or connection pool: reopen in every new process.
             self._arrays.clear()
+            self._codecs.clear()
             self._g = _open_group(self.location, read_only=not self._writable)
             self._pid = os.getpid()
         return self._g
@@ -127,6 +107,7 @@ class FeatureStore:
 
     def _invalidate(self) -> None:
         self._arrays.clear()
+        self._codecs.clear()
         self._tile_ids = self._table = None
 
     # -- description --------------------------------------------------------
@@ -205,7 +186,25 @@ class FeatureStore:
                 )
         return blocks, timesteps
 
+    def _read_direct(self, names: list[str], i: int) -> list[np.ndarray] | None:
+        """Element ``i`` of each of ``names`` from a local directory's chunk files; None: zarr's path answers."""
+        if self.location.kind != "dir" or not self.direct_io or not 0 <= i < self.n_tiles:
+            return None
+        try:
+            return read_elements(self.location.local_dir, [(self._array(n), self._codec(n)) for n in names], i)
+        except PermissionError as e:
+            raise StoreAccessError(f"{self.location}: access denied reading {names} ({redact(e)})") from None
+
+    def _codec(self, name: str) -> ChunkCodec | None:
+        """How to encode/decode ``name``'s chunks off zarr's event loop; None: through zarr."""
+        if name not in self._codecs or self._pid != os.getpid():
+            self._codecs[name] = ChunkCodec.for_array(self._array(name)) if self.direct_io else None
+        return self._codecs[name]
+
     def _read(self, name: str, sel: Any) -> np.ndarray:
+        if isinstance(sel, (int, np.integer)) and (got := self._read_direct([name], int(sel))) is not None:
+            check_missing(self, name, sel, got[0])
+            return got[0]
         try:
             data = np.asarray(self._array(name)[sel])
         except PathsegdiffError:
@@ -224,19 +223,18 @@ class FeatureStore:
         return self._read(S.feature_path(timestep, block), idx)
 
     def read_labels(self, idx: Any) -> np.ndarray:
-        if not self.schema.has_labels:
-            raise SchemaError(f"{self.location}: this store holds no labels")
-        return self._read(S.LABELS, idx)
+        return self._read_extra(S.LABELS, self.schema.has_labels, "labels", idx)
 
     def read_instances(self, idx: Any) -> np.ndarray:
-        if not self.schema.store_instances:
-            raise SchemaError(f"{self.location}: this store holds no instance ids")
-        return self._read(S.INSTANCES, idx)
+        return self._read_extra(S.INSTANCES, self.schema.store_instances, "instance ids", idx)
 
     def read_rgb(self, idx: Any) -> np.ndarray:
-        if not self.schema.store_rgb:
-            raise SchemaError(f"{self.location}: this store holds no RGB tiles")
-        return self._read(S.RGB, idx)
+        return self._read_extra(S.RGB, self.schema.store_rgb, "RGB tiles", idx)
+
+    def _read_extra(self, name: str, stored: bool, what: str, idx: Any) -> np.ndarray:
+        if not stored:
+            raise SchemaError(f"{self.location}: this store holds no {what}")
+        return self._read(name, idx)
 
     def read_tile(self, i: int, blocks: Any = None, timesteps: Any = None, extras: bool = True) -> TileData:
         """All selected arrays of tile ``i``; raises if the tile is not written."""
@@ -263,16 +261,18 @@ class FeatureStore:
                         rgb=got.get(S.RGB), ssl=got.get(S.SSL), latent=got.get(S.LATENT))
 
     def _read_many(self, names: list[str], i: int) -> list[np.ndarray]:
-        """One tile of several arrays, fetched concurrently (one round trip on remote stores)."""
-        arrays = [self._array(n) for n in names]
+        """One tile of several arrays: straight from the chunk files, else fetched concurrently through zarr."""
+        out = self._read_direct(names, i)
+        if out is None:
+            arrays = [self._array(n) for n in names]
 
-        async def fetch():
-            return await asyncio.gather(*(a._async_array.getitem(i) for a in arrays))
+            async def fetch():
+                return await asyncio.gather(*(a._async_array.getitem(i) for a in arrays))
 
-        try:
-            out = [np.asarray(x) for x in sync(fetch())]
-        except Exception:
-            out = [self._read(n, i) for n in names]  # one by one, to name the damaged array
+            try:
+                out = [np.asarray(x) for x in sync(fetch())]
+            except Exception:
+                out = [self._read(n, i) for n in names]  # one by one, to name the damaged array
         for name, x in zip(names, out):
             check_missing(self, name, i, x)
         return out

@@ -36,6 +36,12 @@ TILE_COLUMNS = {  # name -> dtype ("str" is zarr's variable-length UTF-8 string)
     "mpp": "float32",
     "split": "str",
 }
+# Optional cohort columns (added without a version bump: stores made before them read as the defaults).
+COHORT_COLUMNS = {  # name -> (dtype, value for a store without the column)
+    "patient": ("str", ""),
+    "level": ("int32", 0),  # pyramid level the tile was read from
+    "annotated": ("float32", float("nan")),  # fraction of the tile's pixels with a class label; NaN: no annotations
+}
 STATUS = "tiles/status"
 FAIL_REASON = "tiles/fail_reason"
 TABLE_CHUNK = 4096  # tile-table and status chunk length: small arrays, few objects
@@ -228,6 +234,9 @@ class TileRecord:
     y: int = 0
     mpp: float = float("nan")
     split: str = ""
+    patient: str = ""
+    level: int = 0
+    annotated: float = float("nan")
 
     def __post_init__(self) -> None:
         if not self.tile_id:

@@ -1,32 +1,44 @@
 """Fill a feature store (create.py creates or reopens it).
 
 A tile is written all-or-nothing: its feature, label, rgb, ssl and latent
-chunks are written first (each chunk write is an atomic file replace in
+chunks are written first (each chunk write is an atomic file replace, as in
 zarr's LocalStore), and only then is its status set to written.  A writer
 killed in between leaves status "todo", and a resume rewrites the tile; a
-writer killed inside a chunk write leaves zarr's temporary file, which the
-next writer removes (``partial.py``).
+writer killed inside a chunk write leaves a temporary file, which the next
+writer removes (``partial.py``).
+
+Speed (bench/store_io.py): ``batch_check.py`` checks a batch first
+(finiteness by a bit test on the exponent, or the caller's verdict from the
+GPU); then every chunk of the batch is checksummed and written at once on a
+thread pool (``chunk_io.py``: zarr's bytes, without zarr's single event-loop
+thread), and the status chunk after them.  BitRound and sharded arrays keep
+zarr's own codec pipeline.  ``timings`` adds up where the time goes.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Sequence
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from pathsegdiff.errors import (
-    SchemaError,
-)
+from pathsegdiff.errors import SchemaError
 from pathsegdiff.store import schema as S
+from pathsegdiff.store.batch_check import check_batch
+from pathsegdiff.store import chunk_io
 from pathsegdiff.store.location import Location
 from pathsegdiff.store.write_errors import settle_pending_writes, write_errors
 from pathsegdiff.store.lock import StoreLock
 from pathsegdiff.store.partial import remove_partial_writes
 from pathsegdiff.store.reader import FeatureStore
+
+
+def _setitem(arr: zarr.Array, start: int, stop: int, data: np.ndarray):
+    return lambda: arr._async_array.setitem(slice(start, stop), data)
 
 
 def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
@@ -57,6 +69,9 @@ class StoreWriter(FeatureStore):
         self.written: list[int] = []  # collected by a writer that does not own the status
         self.failed: list[tuple[int, str]] = []
         self._status = np.asarray(self._array(S.STATUS)[:], dtype=np.uint8)
+        # Seconds by stage, summed over write() calls: validate, chunks (wall time of all chunk writes), status;
+        # encode (checksums, blosc) and io (file writes) are summed over the threads that did them.
+        self.timings = dict.fromkeys(("validate", "chunks", "status", "encode", "io", "tiles"), 0.0)
         if lock is not None and lock.held and loc.local_dir is not None:
             with write_errors(loc, "the clean-up of an interrupted write"):
                 remove_partial_writes(loc.local_dir)  # left by a writer killed mid-object
@@ -87,28 +102,43 @@ class StoreWriter(FeatureStore):
         return self._status.copy()
 
     # -- writing -------------------------------------------------------------
-    def write(self, indices: Iterable[int] | slice | range, batch: S.TileBatch) -> None:
-        """Write B tiles at ``indices``; their status becomes written only after all arrays are."""
-        idx = self._indices(indices)
-        arrays = self._validate(idx, batch)
-        runs = _runs(idx)
-        targets = [(self._array(name)._async_array, data) for name, data in arrays.items()]
+    def write(self, indices: Iterable[int] | slice | range, batch: S.TileBatch,
+              finite: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+        """Write B tiles at ``indices``; their status becomes written only after all arrays are.
 
-        async def put_all() -> None:  # every array of the batch concurrently: one wait, not one per array
-            done = await asyncio.gather(*(
-                arr.setitem(slice(a, b), data[pos : pos + (b - a)]) for arr, data in targets for pos, a, b in runs
-            ), return_exceptions=True)  # let every write settle before reporting a failure
-            for r in done:
-                if isinstance(r, BaseException):
-                    raise r
+        ``finite[t][block]``: (B,) bools, tile k's features hold no inf or NaN,
+        computed by the caller where the features were made (on the GPU, where
+        it costs nothing); None: the writer checks them itself.
+        """
+        t0 = time.perf_counter()
+        idx = self._indices(indices)
+        arrays = check_batch(self.location, self.schema, self.tile_ids(idx), batch, finite)
+        t1 = time.perf_counter()
+        runs = _runs(idx)
+        direct, pipeline = [], []
+        for name, data in arrays.items():
+            arr, codec = self._array(name), self._codec(name)
+            if codec is None or not codec.whole_tiles:  # BitRound, shards: zarr's own codec pipeline
+                pipeline += [_setitem(arr, a, b, data[pos : pos + (b - a)]) for pos, a, b in runs]
+            else:
+                tail = (0,) * (data.ndim - 1)
+                direct += [(f"{arr.path}/{arr.metadata.encode_chunk_key((int(i), *tail))}", codec, data[k])
+                           for k, i in enumerate(idx)]
+        root = str(self.location.local_dir) if self.location.kind == "dir" else None
+        spent = {}
 
         with write_errors(self.location, f"tiles {list(self.tile_ids(idx)[:5])}"):
             try:
-                sync(put_all())
+                spent = chunk_io.write_chunks(self._group().store, root, direct, pipeline)  # every chunk at once
             except BaseException:
                 sync(settle_pending_writes())
                 raise
+            t2 = time.perf_counter()
             self._set_status(idx, S.STATUS_WRITTEN)
+        t3 = time.perf_counter()
+        for key, seconds in (("validate", t1 - t0), ("chunks", t2 - t1), ("status", t3 - t2), *spent.items()):
+            self.timings[key] += seconds
+        self.timings["tiles"] += len(idx)
 
     def take_collected(self) -> tuple[list[int], list[tuple[int, str]]]:
         """(written, failed) collected since the last call by a writer that does not own the status."""
@@ -147,12 +177,18 @@ class StoreWriter(FeatureStore):
             return
         before = self._status.copy()
         self._status[idx] = value
-        arr = self._array(S.STATUS)
-        # Rewrite whole chunks from the in-memory copy: one atomic write per chunk.
+        arr, codec = self._array(S.STATUS), self._codec(S.STATUS)
+        # Rewrite whole chunks from the in-memory copy: one atomic write per chunk (a file, on a local store).
         try:
             for c in np.unique(idx // S.TABLE_CHUNK):
                 a, b = int(c) * S.TABLE_CHUNK, min((int(c) + 1) * S.TABLE_CHUNK, len(self._status))
-                arr[a:b] = self._status[a:b]
+                if codec is None or self.location.kind != "dir":
+                    arr[a:b] = self._status[a:b]
+                    continue
+                chunk = np.full(codec.shape, arr.fill_value, np.uint8)  # zarr pads the last chunk the same way
+                chunk[: b - a] = self._status[a:b]
+                key = arr.metadata.encode_chunk_key((int(c),))
+                chunk_io.put_file(os.path.join(self.location.local_dir, arr.path, key), codec.encode(chunk))
         except BaseException:
             self._status = before  # the file keeps the old status, and so must the copy that missing() reads
             raise
@@ -166,62 +202,6 @@ class StoreWriter(FeatureStore):
         if len(np.unique(idx)) != len(idx):
             raise SchemaError(f"{self.location}: repeated tile indices in one write")
         return idx
-
-    def _validate(self, idx: np.ndarray, batch: S.TileBatch) -> dict[str, np.ndarray]:
-        """Check every array of the batch against the schema; return path -> array to write."""
-        sch, spec, n = self.schema, self.schema.features, len(idx)
-        s = sch.tile_size
-        out: dict[str, np.ndarray] = {}
-        ids = self.tile_ids(idx)
-
-        def need(name: str, value: Any, shape: tuple, dtype: str, cast: bool = False) -> None:
-            if value is None:
-                raise SchemaError(f"{self.location}: batch lacks {name}, which the store declares")
-            a = np.asarray(value)
-            if a.shape != shape:
-                raise SchemaError(f"{self.location}: {name} has shape {a.shape}, expected {shape}")
-            if not cast and a.dtype != np.dtype(dtype):
-                raise SchemaError(f"{self.location}: {name} has dtype {a.dtype}, expected {dtype}")
-            out[name] = a.astype(dtype, copy=False)
-
-        if set(batch.features) != set(spec.timesteps):
-            raise SchemaError(
-                f"{self.location}: batch has timesteps {sorted(batch.features)}, store declares {list(spec.timesteps)}"
-            )
-        for t in spec.timesteps:
-            got = batch.features[t]
-            if set(got) != {b.name for b in spec.blocks}:
-                raise SchemaError(
-                    f"{self.location}: batch at t={t} has blocks {sorted(got)}, "
-                    f"store declares {[b.name for b in spec.blocks]}"
-                )
-            for b in spec.blocks:
-                name = S.feature_path(t, b.name)
-                need(name, got[b.name], (n, *b.shape), spec.dtype, cast=True)
-                bad = ~np.isfinite(out[name].reshape(n, -1)).all(axis=1)
-                if bad.any():
-                    raise SchemaError(
-                        f"{self.location}: non-finite features in {name} for tiles {list(ids[bad][:10])}"
-                    )
-        if sch.has_labels:
-            need(S.LABELS, batch.labels, (n, s, s), "uint8")
-            lab = out[S.LABELS]
-            bad = (lab >= len(sch.class_names)) & (lab != sch.ignore_index)
-            if bad.any():
-                rows = np.flatnonzero(bad.reshape(n, -1).any(axis=1))
-                raise SchemaError(
-                    f"{self.location}: labels outside classes 0..{len(sch.class_names) - 1} "
-                    f"(ignore {sch.ignore_index}) in tiles {list(ids[rows][:10])}"
-                )
-        if sch.store_instances:
-            need(S.INSTANCES, batch.instances, (n, s, s), "int32", cast=True)
-        if sch.store_rgb:
-            need(S.RGB, batch.rgb, (n, 3, s, s), "uint8")
-        if sch.ssl_dim:
-            need(S.SSL, batch.ssl, (n, sch.ssl_dim), "float32", cast=True)
-        if sch.latent_shape:
-            need(S.LATENT, batch.latent, (n, *sch.latent_shape), "float32", cast=True)
-        return out
 
     # -- lifetime ------------------------------------------------------------
     def close(self) -> None:

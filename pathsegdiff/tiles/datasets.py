@@ -17,22 +17,28 @@
   gland instance ids kept; ``testA``/``testB`` both go to split ``test`` and
   stay apart through their slide id (the file stem).  Native resolution
   (about 0.62 um/px) unless ``target_mpp`` is given.
-- A slide file (.svs, .ndpi, .tif, ...): see :mod:`pathsegdiff.tiles.wsi`.
+- A slide file (.svs, .ndpi, pyramidal .tif, ...): see :mod:`pathsegdiff.tiles.wsi`;
+  its annotations with ``annotations``.
+- A cohort (``dataset="cohort"``, or auto for a ``.csv`` manifest or a folder
+  holding slide files): see :mod:`pathsegdiff.tiles.cohort`.  Class names
+  come from ``classes.txt`` beside the manifest (or in the slide folder) or
+  ``class_names``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pathsegdiff.errors import ConfigError, InputError
+from pathsegdiff.tiles.annotations import UNKNOWN_POLICIES, ClassMap
+from pathsegdiff.tiles.cohort import SLIDE_EXTENSIONS, check_entries, is_slide_folder, read_cohort
 from pathsegdiff.tiles.images import IMAGE_EXTENSIONS
 from pathsegdiff.tiles.sources import IGNORE, ImageEntry, ImageListSource, TileSource
 from pathsegdiff.store.schema import SPLITS
 
-SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".mrxs", ".vms", ".bif", ".svslide", ".tif", ".tiff")
-DATASETS = ("folder", "bcss", "glas", "slide")
+DATASETS = ("folder", "bcss", "glas", "slide", "cohort")
 
 BCSS_CLASSES = ("tumor", "stroma", "inflammatory", "necrosis", "other")
 BCSS_TEST_SITES = ("OL", "LL", "E2", "EW", "GM", "S3")
@@ -55,10 +61,19 @@ class SourceConfig:
     class_names: tuple[str, ...] | None = None
     split: str = ""
     min_tissue: float = 0.5  # slides: tissue fraction a tile needs
+    annotations: str | None = None  # one slide's GeoJSON or label mask (a cohort lists its own)
+    unknown_classes: str = "refuse"  # an annotation class outside class_names: refuse, or ignore its pixels
+    annotated_only: bool = False  # slides: only tiles with annotated pixels
+    skip_errors: bool = False  # cohorts: leave out (and name) a slide that cannot be used
+    progress: bool = False  # cohorts: a bar while the slides are opened
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of train, val, test or empty, got {self.split!r}")
+        if self.unknown_classes not in UNKNOWN_POLICIES:
+            raise ConfigError(f"--unknown-classes must be refuse or ignore, got {self.unknown_classes!r}")
+        if not 0 <= self.min_tissue <= 1:
+            raise ConfigError(f"--min-tissue must be in 0..1, got {self.min_tissue}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -82,17 +97,49 @@ def open_source(path: str | Path, cfg: SourceConfig = SourceConfig()) -> TileSou
     if kind not in ("auto", *DATASETS):
         raise ConfigError(f"unknown dataset {kind!r}; choose one of {', '.join(DATASETS)}")
     if kind == "auto":
-        kind = "slide" if path.is_file() and path.suffix.lower() in SLIDE_EXTENSIONS else "folder"
+        if path.is_file():
+            kind = {".csv": "cohort", **dict.fromkeys(SLIDE_EXTENSIONS, "slide")}.get(path.suffix.lower(), "folder")
+        else:
+            kind = "cohort" if is_slide_folder(path) else "folder"
+    if cfg.annotations and kind != "slide":
+        raise ConfigError("--annotations is for one slide; a cohort lists its annotations in the manifest "
+                          "or beside its slides")
+    if kind == "slide" and path.is_dir():
+        kind = "cohort"
     if kind == "slide":
         from pathsegdiff.tiles.wsi import SlideSource
 
         return SlideSource(path, tile_size=cfg.tile_size, stride=cfg.stride, target_mpp=cfg.target_mpp or 0.5,
-                           mpp=cfg.mpp, min_tissue=cfg.min_tissue, split=cfg.split)
+                           mpp=cfg.mpp, min_tissue=cfg.min_tissue, split=cfg.split, annotations=cfg.annotations,
+                           class_map=_class_map(path.parent, cfg) if cfg.annotations else None,
+                           annotated_only=cfg.annotated_only)
+    if kind == "cohort":
+        return cohort(path, cfg)
     if kind == "bcss":
         return bcss(path, cfg)
     if kind == "glas":
         return glas(path, cfg)
     return image_folder(path, cfg)
+
+
+def _class_map(root: Path, cfg: SourceConfig) -> ClassMap | None:
+    names = cfg.class_names or read_class_names(root)
+    return ClassMap(tuple(names), cfg.unknown_classes) if names else None
+
+
+def cohort(path: Path, cfg: SourceConfig) -> TileSource:
+    from pathsegdiff.tiles.cohort_source import CohortSource
+
+    entries, base = read_cohort(path)
+    if cfg.mpp:  # --source-mpp: for every slide the manifest gives no mpp for
+        entries = [e if e.mpp else replace(e, mpp=cfg.mpp) for e in entries]
+    if cfg.split:
+        entries = [e if e.split else replace(e, split=cfg.split) for e in entries]
+        check_entries(entries, path)
+    class_map = _class_map(base, cfg) if any(e.annotations for e in entries) or cfg.class_names else None
+    return CohortSource(entries, tile_size=cfg.tile_size, stride=cfg.stride, target_mpp=cfg.target_mpp or 0.5,
+                        min_tissue=cfg.min_tissue, class_map=class_map, annotated_only=cfg.annotated_only,
+                        skip_errors=cfg.skip_errors, root=str(path), progress=cfg.progress)
 
 
 def _images_in(folder: Path) -> dict[str, Path]:

@@ -206,3 +206,23 @@ class ImageListSource(TileSource):
         return {**super().describe(), "root": self.root, "images": len(self.entries),
                 "stride": self.stride or self.tile_size, "target_mpp": self.target_mpp,
                 "class_names": list(self.class_names)}
+
+
+class ReorderedSource(TileSource):
+    """Another source's tiles in another order: tile ``i`` here is tile ``order[i]`` there.
+
+    A store grows only at its end, so a source whose new slides come before the
+    store's is listed in the store's order first (``job.align_to_store``).
+    """
+
+    def __init__(self, source: TileSource, order: list[int]):
+        self.source, self.order = source, [int(i) for i in order]
+        self.kind, self.tile_size, self.class_names = source.kind, source.tile_size, source.class_names
+        self.has_instances = source.has_instances
+        self.records = [source.records[i] for i in self.order]
+
+    def load(self, i: int) -> TileSample:
+        return self.source.load(self.order[i])
+
+    def describe(self) -> dict:
+        return self.source.describe()

@@ -5,7 +5,9 @@ stored), its labels and optionally its RGB and instances; nothing else is
 read and nothing is cached, so memory is bounded by batch size times
 prefetch depth, never by the store size.  The dataset keeps only the store's
 location and opens it lazily in each process (and again after a fork), so it
-works in DataLoader workers under fork and spawn.
+works in DataLoader workers under fork and spawn.  Several stores (a
+``store_set.StoreSet``) are read as one: tile ``i`` of the set is tile
+``i - offsets[k]`` of store ``k``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pathsegdiff.store import FeatureStore, open_store
+from pathsegdiff.train_head.store_set import as_wheres
 
 
 def dihedral(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:
@@ -32,11 +35,12 @@ def dihedral(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:
 
 
 class TileDataset(Dataset):
-    """Tiles ``indices`` of the store at ``where``: features, labels and optional extras."""
+    """Tiles ``indices`` of the store at ``where`` (or of several stores, numbered across them): features,
+    labels and optional extras."""
 
     def __init__(
         self,
-        where: str,
+        where: str | Sequence[str],
         indices: Sequence[int],
         blocks: Sequence[str],
         timesteps: Sequence[int],
@@ -45,7 +49,11 @@ class TileDataset(Dataset):
         with_rgb: bool = False,
         with_instances: bool = False,
     ):
-        self.where = str(where)
+        self.wheres = as_wheres(where)
+        self.where = self.wheres[0]
+        # tile numbers where each store starts; read once here, so workers need not open every store
+        self.offsets = np.cumsum([0] + [open_store(w).n_tiles for w in self.wheres[:-1]]) if len(self.wheres) > 1 \
+            else np.zeros(1, np.int64)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.blocks = tuple(blocks)
         self.timesteps = tuple(int(t) for t in timesteps)
@@ -54,35 +62,42 @@ class TileDataset(Dataset):
         self.epoch = 0
         self.with_rgb = with_rgb
         self.with_instances = with_instances
-        self._store: FeatureStore | None = None
+        self._stores: dict[int, FeatureStore] = {}
         self._pid = -1
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentations depend on (seed, epoch, tile), not on worker or order."""
         self.epoch = epoch
 
+    def _open(self, k: int) -> FeatureStore:
+        if self._pid != os.getpid():
+            self._stores, self._pid = {}, os.getpid()
+        if k not in self._stores:
+            self._stores[k] = open_store(self.wheres[k])
+        return self._stores[k]
+
     @property
     def store(self) -> FeatureStore:
-        if self._store is None or self._pid != os.getpid():
-            self._store, self._pid = open_store(self.where), os.getpid()
-        return self._store
+        """The (first) store."""
+        return self._open(0)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_store": None, "_pid": -1}
+        return {**self.__dict__, "_stores": {}, "_pid": -1}
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         i = int(self.indices[item])
-        s = self.store
-        feats = {t: {b: s.read_features(i, t, b) for b in self.blocks} for t in self.timesteps}
-        labels = s.read_labels(i)
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        s, local = self._open(k), i - int(self.offsets[k])
+        feats = {t: {b: s.read_features(local, t, b) for b in self.blocks} for t in self.timesteps}
+        labels = s.read_labels(local)
         extras = {}
         if self.with_rgb and s.schema.store_rgb:
-            extras["rgb"] = s.read_rgb(i)
+            extras["rgb"] = s.read_rgb(local)
         if self.with_instances and s.schema.store_instances:
-            extras["instances"] = s.read_instances(i)
+            extras["instances"] = s.read_instances(local)
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             rot, flip = int(rng.integers(4)), bool(rng.integers(2))

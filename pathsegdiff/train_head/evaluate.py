@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from pathsegdiff.errors import InputError, StoreExistsError
-from pathsegdiff.store import open_store
+from pathsegdiff.store import FeatureStore, open_store
 from pathsegdiff.train_head.checkpoint import HeadMeta, check_store_matches, checkpoint_dir, load_head
 from pathsegdiff.train_head.data import TileDataset, make_loader
 from pathsegdiff.train_head.fit import resolve_device, to_device
 from pathsegdiff.train_head.heads import SegHead
 from pathsegdiff.train_head.metrics import ConfusionMatrix, per_slide_summary
 from pathsegdiff.train_head.object_metrics import ObjectMetrics, instances_from_mask
+from pathsegdiff.train_head.progress import bar
 from pathsegdiff.train_head.splits import read_splits, require_labels
 
 
@@ -48,6 +49,8 @@ def evaluate_head(
     batch_size: int = 8,
     workers: int = 0,
     keep_samples: int = 4,
+    progress: bool = False,
+    desc: str = "evaluate",
 ) -> Evaluation:
     """Predict every tile of ``indices`` and accumulate pixel, per-slide and object metrics."""
     dev = resolve_device(device)
@@ -63,7 +66,8 @@ def evaluate_head(
     by_slide: dict[str, ConfusionMatrix] = {}
     objects = ObjectMetrics() if with_instances else None
     samples: list[dict[str, Any]] = []
-    for batch in make_loader(ds, batch_size, False, workers):
+    loader = make_loader(ds, batch_size, False, workers)
+    for batch in bar(len(loader), desc, progress, iterable=loader):
         pred = head.predict(to_device(batch["features"], dev)).cpu().numpy()  # (B, H, W)
         labels = batch["labels"].numpy()
         cm.update(pred, labels)
@@ -84,6 +88,23 @@ def evaluate_head(
     return Evaluation(metrics, cm, samples)
 
 
+def label_origin(store: FeatureStore) -> dict[str, Any]:
+    """How the store's labels were made, as far as its provenance says.
+
+    Extraction saves the tile source's own description under
+    ``provenance["source"]``; a source that computes labels from the pixels
+    names them there (the demo's stain labels: ``"labels": "stain_classes
+    (colour deconvolution) ..."`` and a kind ending in ``+stain-labels``).
+    ``label_source`` is None when the provenance does not say.
+    """
+    source = store.provenance.get("source") if isinstance(store.provenance, dict) else None
+    source = source if isinstance(source, dict) else {}
+    labels = source.get("labels")
+    labels = str(labels) if labels else None
+    stain = "stain-labels" in str(source.get("kind", "")) or "stain_classes" in (labels or "")
+    return {"label_source": labels, "pseudo_labels": stain}
+
+
 def evaluate_run(
     run_dir: str | os.PathLike,
     store_where: str,
@@ -92,6 +113,7 @@ def evaluate_run(
     batch_size: int = 8,
     out_dir: str | os.PathLike | None = None,
     plots: bool = True,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate the head saved in ``run_dir`` on ``split`` of a store; write a report.
 
@@ -110,7 +132,8 @@ def evaluate_run(
     if not len(indices):
         counts = ", ".join(f"{s} {len(splits.get(s))}" for s in ("train", "val", "test"))
         raise InputError(f"{store_where}: the {split} split has no written tile (written tiles: {counts})")
-    ev = evaluate_head(head, meta, store_where, indices, device, batch_size)
+    ev = evaluate_head(head, meta, store_where, indices, device, batch_size, progress=progress,
+                       desc=f"evaluate: {split} split")
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(store_where).rstrip("/")).name) or "store"
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval" / f"{name}-{split}"
     if out.exists() and any(out.iterdir()) and not (out / "results.json").is_file():
@@ -119,8 +142,8 @@ def evaluate_run(
         **ev.metrics, "split": split, "store": str(store_where), "store_identity": store.identity,
         "head_store_identity": meta.store_identity, "class_names": list(meta.class_names),
         "head": meta.head.kind, "blocks": list(meta.blocks), "timesteps": list(meta.timesteps),
-        "checkpoint": str(checkpoint_dir(run_dir)), "runs": 1,
+        "checkpoint": str(checkpoint_dir(run_dir)), "runs": 1, **label_origin(store),
     }
     write_report(out, results, confusion=ev.confusion, samples=ev.samples, histories=None,
-                 class_names=meta.class_names, ignore_index=meta.ignore_index, plots=plots)
+                 class_names=meta.class_names, ignore_index=meta.ignore_index, plots=plots, progress=progress)
     return results, out

@@ -25,6 +25,7 @@ from pathsegdiff.train_head.checkpoint import HeadMeta, build_head, save_head
 from pathsegdiff.train_head.data import TileDataset, make_loader
 from pathsegdiff.train_head.heads import HEAD_KINDS, HeadConfig, SegHead
 from pathsegdiff.train_head.metrics import ConfusionMatrix
+from pathsegdiff.train_head.progress import bar
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,11 @@ def segmentation_loss(
 
 
 @torch.no_grad()
-def confusion_on(head: SegHead, loader, device: torch.device, n_classes: int, ignore_index: int) -> ConfusionMatrix:
+def confusion_on(head: SegHead, loader, device: torch.device, n_classes: int, ignore_index: int,
+                 progress: bool = False, desc: str = "validation") -> ConfusionMatrix:
     head.eval()
     cm = ConfusionMatrix(n_classes, ignore_index)
-    for batch in loader:
+    for batch in bar(len(loader), desc, progress, iterable=loader):
         cm.update(head.predict(to_device(batch["features"], device)).cpu(), batch["labels"])
     return cm
 
@@ -152,8 +154,6 @@ def fit_one(
     progress: bool = True,
 ) -> FitResult:
     """Train one head; the best epoch by val mIoU is saved to ``out_dir`` and returned."""
-    from tqdm.auto import tqdm
-
     device = resolve_device(config.device)
     torch.manual_seed(seed)
     head = build_head(head_config).to(device)
@@ -173,8 +173,8 @@ def fit_one(
         head.train()
         train_ds.set_epoch(epoch)
         total, n_steps, data_s, step_s = 0.0, 0, 0.0, 0.0
-        bar = tqdm(total=len(train_dl), desc=f"seed {seed} epoch {epoch + 1}/{config.epochs}",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        desc = f"seed {seed} epoch {epoch + 1}/{config.epochs}"
+        steps = bar(len(train_dl), desc, progress)
         t0 = time.perf_counter()
         for batch in train_dl:
             t1 = time.perf_counter()
@@ -189,13 +189,13 @@ def fit_one(
                 opt.step()
                 total, n_steps = total + loss.item(), n_steps + 1
             sched.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{total / max(n_steps, 1):.3f}", val_miou=f"{val_miou:.3f}")
+            steps.update(1)
+            steps.set_postfix(loss=f"{total / max(n_steps, 1):.3f}", val_miou=f"{val_miou:.3f}")
             t0 = time.perf_counter()
             step_s += t0 - t1
-        val_miou = confusion_on(head, val_dl, device, n_classes, ignore).miou()
-        bar.set_postfix(loss=f"{total / max(n_steps, 1):.3f}", val_miou=f"{val_miou:.3f}")
-        bar.close()
+        val_miou = confusion_on(head, val_dl, device, n_classes, ignore, progress, f"{desc}: validation").miou()
+        steps.set_postfix(loss=f"{total / max(n_steps, 1):.3f}", val_miou=f"{val_miou:.3f}")
+        steps.close()
         history.append({"epoch": epoch + 1, "train_loss": total / max(n_steps, 1), "val_miou": val_miou,
                         "lr": sched.get_last_lr()[0], "data_s": data_s, "compute_s": step_s})
         score = val_miou if math.isfinite(val_miou) else -1.0

@@ -1,59 +1,41 @@
-"""The pixel-MLP ensemble of DDPM-seg (Baranchuk et al., ICLR 2022).
+"""The pixel-MLP ensemble of DDPM-seg (Baranchuk et al., ICLR 2022), its k members run as one.
 
 Each pixel's feature vector is the concatenation of every selected block,
-upsampled to label resolution; k small MLPs classify it and vote.  Two exact
-shortcuts keep memory bounded:
+upsampled to label resolution; k small MLPs classify it and vote.  The
+members' weights are stacked on a leading member axis (:mod:`stacked`): the
+first layer is one matmul giving every member's units (k, h0, N) from the
+shared input, each later layer one ``baddbmm``.  Memory stays bounded:
 
 * training samples ``pixels_per_tile`` labelled pixels per tile and reads
   their feature vectors by bilinear sampling of the native-resolution maps
   (``grid_sample`` at pixel centres equals ``interpolate`` then indexing), so
   the (B, C, H, W) upsampled tensor is never built;
-* inference applies each member's first (linear) layer at the native
-  resolution of each block and upsamples its output, which equals the layer
-  applied to upsampled features because bilinear upsampling is linear.
+* inference reads the feature vectors the same way, for ``PIXELS_PER_CHUNK``
+  pixels of one tile at a time, so its memory does not grow with the tile.
+  Applying the first layer before upsampling (the two commute) needs fewer
+  multiplications but upsamples k*h0 = 2560 channels instead of the stored C
+  (224 in the demo), and that memory traffic made it the slower of the two
+  on the CPU.
+
+Checkpoints keep the per-member layout of the loop this replaced
+(``members.<m>.first.<block>.weight``, ``members.<m>.rest.<i>.*``): ``state_dict``
+splits the stacks into those keys and ``load_state_dict`` stacks them back.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pathsegdiff.train_head.heads import Features, HeadConfig, SegHead
+from pathsegdiff.train_head.stacked import StackedBatchNorm, StackedLinear, normalised_linear
 
-
-class _Member(nn.Module):
-    """One MLP: a first linear layer split by block, then ReLU/BatchNorm/Linear as in DDPM-seg."""
-
-    def __init__(self, in_channels: dict[str, int], hidden: tuple[int, ...], n_classes: int):
-        super().__init__()
-        h0 = hidden[0]
-        self.first = nn.ModuleDict({n: nn.Conv2d(c, h0, 1, bias=False) for n, c in in_channels.items()})
-        self.first_bias = nn.Parameter(torch.zeros(h0))
-        layers: list[nn.Module] = [nn.ReLU(), nn.BatchNorm1d(h0)]
-        for a, b in zip(hidden[:-1], hidden[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU(), nn.BatchNorm1d(b)]
-        layers.append(nn.Linear(hidden[-1], n_classes))
-        self.rest = nn.Sequential(*layers)
-
-    def at_pixels(self, gathered: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(N, C_b) per block -> (N, K)."""
-        z = self.first_bias
-        for name, g in gathered.items():
-            w = self.first[name].weight
-            z = z + F.linear(g, w.view(w.shape[0], -1))
-        return self.rest(z)
-
-    def full_map(self, blocks: dict[str, torch.Tensor], size: int) -> torch.Tensor:
-        """(1, C_b, h, w) per block for one tile -> (1, K, H, W)."""
-        z = self.first_bias.view(1, -1, 1, 1)
-        for name, x in blocks.items():
-            y = self.first[name](x)
-            z = z + (y if y.shape[-1] == size else F.interpolate(y, size=(size, size), mode="bilinear",
-                                                                  align_corners=False))
-        n, h = z.shape[0], z.shape[1]
-        logits = self.rest(z.permute(0, 2, 3, 1).reshape(-1, h))  # (H*W, K)
-        return logits.view(n, size, size, -1).permute(0, 3, 1, 2)
+# 2048 pixels of 10 members x 256 units are 20 MiB of activations; on the
+# demo's shapes chunks of 1024 to 8192 pixels took about the same CPU time.
+PIXELS_PER_CHUNK = 2048
 
 
 def sample_pixels(labels: torch.Tensor, count: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,33 +66,76 @@ def gather_at(x: torch.Tensor, flat_idx: torch.Tensor, size: int) -> torch.Tenso
 
 
 class PixelMLPEnsemble(SegHead):
-    """k per-pixel MLPs; ``forward`` gives log mean probabilities, ``predict`` the majority vote."""
+    """k per-pixel MLPs; ``forward`` gives log mean probabilities, ``predict`` the majority vote.
+
+    A member is Linear (one weight per block) -> [ReLU -> BatchNorm1d -> Linear]
+    per hidden width, as in DDPM-seg.
+    """
 
     def __init__(self, config: HeadConfig):
         super().__init__(config)
-        self.members = nn.ModuleList(
-            _Member(config.in_channels, config.mlp_hidden, config.n_classes) for _ in range(config.ensemble)
-        )
+        k, widths = config.ensemble, config.mlp_hidden
+        self.first = nn.ParameterDict({name: nn.Parameter(torch.empty(k, widths[0], c))
+                                       for name, c in config.in_channels.items()})
+        self.first_bias = nn.Parameter(torch.zeros(k, widths[0]))
+        self.norms = nn.ModuleList(StackedBatchNorm(k, w) for w in widths)
+        self.linears = nn.ModuleList(StackedLinear(k, a, b, init=False)
+                                     for a, b in zip(widths, (*widths[1:], config.n_classes)))
+        self._init_as_separate_members()
+        self.register_state_dict_post_hook(_to_member_layout)
+        self.register_load_state_dict_pre_hook(_from_member_layout)
+
+    @torch.no_grad()
+    def _init_as_separate_members(self) -> None:
+        """PyTorch's default initialisation, drawn in the order k separate members draw it.
+
+        The same seed then gives the same weights as the loop over member modules
+        this replaced, and so the same runs.
+        """
+        for m in range(self.config.ensemble):
+            for w in self.first.values():
+                bound = 1 / math.sqrt(w.shape[2])  # Conv2d(c, h0, 1, bias=False)'s default
+                w[m].uniform_(-bound, bound)
+            for linear in self.linears:
+                linear.reset_member(m)
+
+    def _logits(self, pixels: torch.Tensor, batch_stats: bool) -> torch.Tensor:
+        """Every member's logits (k, K, N) from N pixels' feature vectors, each ending in a 1: (C+1, N)."""
+        first = torch.cat([*(self.first[b.name] for b in self.config.blocks), self.first_bias.unsqueeze(-1)], 2)
+        # (k, h0, C+1) @ (C+1, N): one matmul for all members, the trailing 1 adds the bias.  matmul's
+        # output is no autograd view, so relu_ below stays cheap in backward (on a view it copies).
+        z = torch.matmul(first, pixels)  # (k, h0, N)
+        for norm, linear in zip(self.norms, self.linears):
+            # In place: neither matmul's nor baddbmm's backward needs its output.
+            z = normalised_linear(norm, linear, z.relu_(), batch_stats)
+        return z
+
+    def _pixels(self, stacked: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        """(C+1, B*P): the feature vectors at flat pixels ``idx`` (B, P) of the tiles, each ending in a 1."""
+        gathered = [gather_at(x, idx, self.config.out_size) for x in stacked]  # (B*P, C_b) each
+        return torch.cat([*gathered, gathered[0].new_ones(idx.numel(), 1)], 1).T
 
     def training_logits(
         self, features: Features, labels: torch.Tensor, ignore_index: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Member logits at sampled pixels (k*B*P, K) and their targets (k*B*P,)."""
-        size = self.config.out_size
+        """Member logits at sampled pixels (k*B*P, K), member-major, and their targets (k*B*P,)."""
         idx, targets = sample_pixels(labels, self.config.pixels_per_tile, ignore_index)
-        gathered = {b.name: gather_at(x, idx, size) for b, x in zip(self.config.blocks, self.stack(features))}
-        logits = torch.cat([m.at_pixels(gathered) for m in self.members])
-        return logits, targets.reshape(-1).repeat(len(self.members))
+        logits = self._logits(self._pixels(self.stack(features), idx), batch_stats=self.training)  # (k, K, N)
+        return logits.transpose(1, 2).reshape(-1, logits.shape[1]), targets.reshape(-1).repeat(len(logits))
 
-    def member_probabilities(self, features: Features):
-        """Yield each member's softmax (B, K, H, W), one tile at a time to bound memory."""
-        stacked = dict(zip((b.name for b in self.config.blocks), self.stack(features)))
-        n = next(iter(stacked.values())).shape[0]
-        for m in self.members:
-            yield torch.cat([
-                m.full_map({k: v[i : i + 1] for k, v in stacked.items()}, self.config.out_size).softmax(dim=1)
-                for i in range(n)
-            ])
+    def member_logits(self, stacked: list[torch.Tensor]):
+        """Yield (tile, pixel slice, member logits (k, K, P)) for every tile, ``PIXELS_PER_CHUNK`` pixels at a time.
+
+        ``stacked`` is :meth:`stack`'s output.  This is inference: normalisation
+        uses the running statistics whatever the mode.
+        """
+        n_pixels = self.config.out_size**2
+        for i in range(stacked[0].shape[0]):
+            tile = [x[i : i + 1] for x in stacked]
+            for start in range(0, n_pixels, PIXELS_PER_CHUNK):
+                pixels = slice(start, min(start + PIXELS_PER_CHUNK, n_pixels))
+                idx = torch.arange(pixels.start, pixels.stop, device=tile[0].device).unsqueeze(0)  # (1, P)
+                yield i, pixels, self._logits(self._pixels(tile, idx), batch_stats=False)
 
     def vote(self, features: Features) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean probabilities (B, K, H, W), majority-vote labels (B, H, W), uncertainty (B, H, W).
@@ -118,23 +143,72 @@ class PixelMLPEnsemble(SegHead):
         Uncertainty is the entropy of the mean prediction, as DDPM-seg reports;
         vote ties are broken by the mean probability.
         """
-        mean, votes = None, None
-        for p in self.member_probabilities(features):
-            one_hot = F.one_hot(p.argmax(dim=1), p.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
-            mean = p if mean is None else mean + p
-            votes = one_hot if votes is None else votes + one_hot
-        mean = mean / len(self.members)
-        # mean differs by at most 1 between classes, so 0.5 * mean only breaks ties.
-        labels = (votes + 0.5 * mean).argmax(dim=1)
+        stacked = self.stack(features)
+        b, n_classes, size = stacked[0].shape[0], self.config.n_classes, self.config.out_size
+        mean = stacked[0].new_empty(b, n_classes, size * size)
+        labels = torch.empty(b, size * size, dtype=torch.long, device=mean.device)
+        for i, pixels, logits in self.member_logits(stacked):
+            p = logits.softmax(dim=1)  # (k, K, P)
+            votes = torch.zeros_like(p[0]).scatter_add_(0, logits.argmax(dim=1), torch.ones_like(p[:, 0]))  # (K, P)
+            mean[i, :, pixels] = p.mean(0)
+            # mean differs by at most 1 between classes, so 0.5 * mean only breaks ties.
+            labels[i, pixels] = (votes + 0.5 * mean[i, :, pixels]).argmax(dim=0)
         entropy = -(mean * mean.clamp_min(1e-12).log()).sum(dim=1)
-        return mean, labels, entropy
+        return mean.view(b, n_classes, size, size), labels.view(b, size, size), entropy.view(b, size, size)
 
     def forward(self, features: Features) -> torch.Tensor:
-        mean = None
-        for p in self.member_probabilities(features):
-            mean = p if mean is None else mean + p
-        return (mean / len(self.members)).clamp_min(1e-12).log()
+        """Log mean probability of the members (B, K, H, W)."""
+        stacked = self.stack(features)
+        b, size = stacked[0].shape[0], self.config.out_size
+        out = stacked[0].new_empty(b, self.config.n_classes, size * size)
+        for i, pixels, logits in self.member_logits(stacked):
+            out[i, :, pixels] = logits.softmax(dim=1).mean(0).clamp_min(1e-12).log()
+        return out.view(b, -1, size, size)
 
     @torch.no_grad()
     def predict(self, features: Features) -> torch.Tensor:
         return self.vote(features)[1]
+
+
+def _member_keys(module: PixelMLPEnsemble) -> list[tuple[str, str]]:
+    """(stacked name, per-member name with ``{m}`` for the member) of every tensor.
+
+    The per-member names are those of the loop this module replaced: a member's
+    ``rest`` was ReLU, BatchNorm1d, Linear per hidden width, so norm i sat at
+    index 3i+1 and linear i at 3i+2.
+    """
+    pairs = [(f"first.{name}", f"members.{{m}}.first.{name}.weight") for name in module.first]
+    pairs.append(("first_bias", "members.{m}.first_bias"))
+    for i in range(len(module.norms)):
+        pairs += [(f"norms.{i}.{t}", f"members.{{m}}.rest.{3 * i + 1}.{t}")
+                  for t in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+        pairs += [(f"linears.{i}.{t}", f"members.{{m}}.rest.{3 * i + 2}.{t}") for t in ("weight", "bias")]
+    return pairs
+
+
+def _to_member_layout(module: PixelMLPEnsemble, state: dict, prefix: str, local_metadata) -> None:
+    """state_dict hook: split each stack into the per-member tensors a checkpoint holds."""
+    for stacked, member in _member_keys(module):
+        value = state.pop(prefix + stacked)
+        for m in range(module.config.ensemble):
+            if stacked.endswith("num_batches_tracked"):  # one count shared by all members
+                part = value
+            elif stacked.startswith("first."):
+                part = value[m, :, :, None, None]  # a 1x1 Conv2d weight (h0, C, 1, 1)
+            else:
+                part = value[m]
+            # Clones: slices of one stack share memory, which safetensors refuses to save.
+            state[prefix + member.format(m=m)] = part.clone()
+
+
+def _from_member_layout(module: PixelMLPEnsemble, state: dict, prefix: str, *_) -> None:
+    """load_state_dict hook: stack the per-member tensors; absent ones are left for strict loading to report."""
+    for stacked, member in _member_keys(module):
+        keys = [prefix + member.format(m=m) for m in range(module.config.ensemble)]
+        if not all(key in state for key in keys):
+            continue
+        parts = [state.pop(key) for key in keys]
+        if stacked.endswith("num_batches_tracked"):
+            state[prefix + stacked] = parts[0]
+        else:
+            state[prefix + stacked] = torch.stack([p.flatten(1) if stacked.startswith("first.") else p for p in parts])

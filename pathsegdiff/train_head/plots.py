@@ -12,6 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from pathsegdiff.train_head.colours import class_colours, paint
+
+DPI = 100
+
 
 def _pyplot():
     import matplotlib
@@ -20,12 +24,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _palette(n: int) -> np.ndarray:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return (np.array([cmap(i % cmap.N)[:3] for i in range(n)]) * 255).astype(np.uint8)
 
 
 def learning_curves(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
@@ -41,46 +39,49 @@ def learning_curves(histories: dict[str, list[dict[str, float]]], path: Path) ->
     if len(histories) > 1:
         ax_miou.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
 def confusion_matrix(normalised: np.ndarray, class_names: Sequence[str], path: Path) -> None:
-    """Rows are true classes, normalised to sum to 1."""
+    """Rows are true classes, normalised to sum to 1.
+
+    The figure grows with the number of classes and the length of their names
+    (a cell is about 0.6 inch), so names and values stay legible.
+    """
     plt = _pyplot()
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1 + 0.6 * n))
+    names = max(len(c) for c in class_names) * 0.075  # inches a rotated 9 pt name needs
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * n + names + 2.4), max(4.2, 0.6 * n + 0.75 * names + 1.6)),
+                           layout="constrained")
     im = ax.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), class_names)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion (row-normalised)")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right", rotation_mode="anchor", fontsize=9)
+    ax.set_yticks(range(n), class_names, fontsize=9)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title("Confusion matrix (each row sums to 1)", fontsize=11)
+    size = 9 if n <= 8 else 7 if n <= 14 else 5
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center",
-                    color="white" if normalised[i, j] > 0.5 else "black", fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+            ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=size,
+                    color="white" if normalised[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class's pixels")
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
-def _blend(rgb: np.ndarray, mask: np.ndarray, colours: np.ndarray, ignore: int) -> np.ndarray:
-    img = rgb.transpose(1, 2, 0).astype(float)
-    labelled = mask != ignore
-    colour = colours[np.where(labelled, mask, 0)].astype(float)
-    img[labelled] = 0.55 * img[labelled] + 0.45 * colour[labelled]
-    return img.astype(np.uint8)
+def _blend(rgb: np.ndarray, mask: np.ndarray, ignore: int) -> np.ndarray:
+    return paint(rgb.transpose(1, 2, 0), np.asarray(mask), ignore)
 
 
 def overlays(samples: list[dict[str, Any]], class_names: Sequence[str], ignore: int, path: Path) -> None:
     """One row per tile: the stored RGB, the label over it, the prediction over it."""
     plt = _pyplot()
-    colours = _palette(len(class_names))
+    colours = class_colours(len(class_names))
     fig, axes = plt.subplots(len(samples), 3, figsize=(7.5, 2.5 * len(samples)), squeeze=False)
     for row, s in zip(axes, samples):
         row[0].imshow(s["rgb"].transpose(1, 2, 0))
-        row[1].imshow(_blend(s["rgb"], s["labels"], colours, ignore))
-        row[2].imshow(_blend(s["rgb"], s["predicted"], colours, ignore))
+        row[1].imshow(_blend(s["rgb"], s["labels"], ignore))
+        row[2].imshow(_blend(s["rgb"], s["predicted"], ignore))
         row[0].set_ylabel(s["tile_id"], fontsize=8)
         for ax, title in zip(row, ("RGB", "label", "prediction")):
             ax.set_xticks([])
@@ -89,5 +90,5 @@ def overlays(samples: list[dict[str, Any]], class_names: Sequence[str], ignore: 
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i] / 255) for i in range(len(class_names))]
     fig.legend(handles, class_names, loc="lower center", ncol=min(len(class_names), 6), fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pathsegdiff.train_head.metrics import ConfusionMatrix
+from pathsegdiff.train_head.progress import bar
 
 SCALARS = ("pixel_accuracy", "miou", "mdice")
 
@@ -71,8 +72,15 @@ def _fmt(x: Any, std: Any = None) -> str:
     return str(x)
 
 
+FIGURES = {  # file under plots/ -> (title, what it shows)
+    "learning_curves.png": ("Learning curves", "training loss and validation mIoU per epoch"),
+    "confusion_matrix.png": ("Confusion matrix", "each row is a true class, split by the predicted class"),
+    "overlays.png": ("Example tiles", "RGB, label and prediction in the class colours (ignored pixels unpainted)"),
+}
+
+
 def summary_markdown(results: dict[str, Any]) -> str:
-    """A readable page: overall metrics, per class, per slide spread, objects, runs."""
+    """A readable page: what was evaluated, metrics overall and per class, per slide, objects, runs, figures."""
     std = results.get("std", {})
     lines = [
         f"# {results.get('head', 'head')} head on {results.get('store', 'store')} ({results.get('split')} split)",
@@ -83,29 +91,66 @@ def summary_markdown(results: dict[str, Any]) -> str:
     ]
     if "n_train_tiles" in results:
         lines.append(f"- train tiles: {results['n_train_tiles']} (label fraction {results.get('label_fraction')}); "
-                     f"validation: {results.get('val_source')}")
-    lines += ["", "| metric | value |", "|---|---|"]
+                     f"validation: {_validation(results)}")
+    lines += _labels(results)
+    lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(results.get(k), std.get(k))} |" for k in SCALARS]
     lines += ["", "| class | IoU | Dice | pixels |", "|---|---|---|---|"]
     for name, c in results.get("per_class", {}).items():
         lines.append(f"| {name} | {_fmt(c['iou'], c.get('iou_std'))} | {_fmt(c['dice'], c.get('dice_std'))} "
                      f"| {c['pixels']} |")
-    per_slide = results.get("per_slide")
-    if per_slide and per_slide.get("spread"):
-        lines += ["", "Per-slide spread:", "", "| metric | mean | std | min | max | slides |", "|---|---|---|---|---|---|"]
-        for k, s in per_slide["spread"].items():
-            lines.append(f"| {k} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['min'])} | {_fmt(s['max'])} "
-                         f"| {s['n']} |")
+    lines += _per_slide(results.get("per_slide") or {})
     if results.get("objects"):
         o, os_ = results["objects"], std.get("objects", {})
         lines += ["", "| object metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(o.get(k), os_.get(k))} |" for k in ("object_f1", "object_dice", "object_hausdorff")]
     if len(results.get("per_run", [])) > 1:
-        lines += ["", "| seed | best epoch | val mIoU | mIoU | mDice | pixel acc. |", "|---|---|---|---|---|---|"]
+        lines += ["", "## Runs", "", "| seed | best epoch | val mIoU | mIoU | mDice | pixel acc. |",
+                  "|---|---|---|---|---|---|"]
         for r in results["per_run"]:
             lines.append(f"| {r['seed']} | {r['best_epoch']} | {_fmt(r['val_miou'])} | {_fmt(r['miou'])} "
                          f"| {_fmt(r['mdice'])} | {_fmt(r['pixel_accuracy'])} |")
+    if results.get("plots"):
+        lines += ["", "## Figures"]
+        for path in results["plots"]:  # relative to this file
+            title, what = FIGURES.get(Path(path).name, (Path(path).stem.replace("_", " "), ""))
+            lines += ["", f"**{title}**: {what} ([{path}]({path}))", "", f"![{title}]({path})"]
     return "\n".join(lines) + "\n"
+
+
+def _validation(results: dict[str, Any]) -> str:
+    """Where the validation tiles (early stopping, best epoch) came from, in words."""
+    n, source = results.get("n_val_tiles"), results.get("val_source")
+    if source == "store":
+        return (f"the {n} tiles the store marks `val` (its tile table's `split` column, set at extraction), "
+                "used to stop early and pick the best epoch")
+    return f"{n} tiles {source}, used to stop early and pick the best epoch"
+
+
+def _labels(results: dict[str, Any]) -> list[str]:
+    if results.get("pseudo_labels"):
+        return [("- labels: **stain-derived pseudo-labels**, computed from the pixels by a rule (the store's "
+                 f"provenance: `{results.get('label_source')}`), not annotated by a pathologist: the metrics "
+                 "measure agreement with that rule, not with histology")]
+    if results.get("label_source"):
+        return [f"- labels: {results['label_source']}"]
+    return []
+
+
+def _per_slide(per_slide: dict[str, Any]) -> list[str]:
+    slides = per_slide.get("slides") or {}
+    if len(slides) == 1:
+        return ["", (f"All evaluated tiles come from one slide ({next(iter(slides))}): there is no spread across "
+                     "slides to report.")]
+    if len(slides) < 2 or not per_slide.get("spread"):
+        return []
+    lines = ["", "## Per slide", "",
+             f"Each of the {len(slides)} slides scored on its own pixels, then summarised across slides:", "",
+             "| metric | mean | std | min | max | slides |", "|---|---|---|---|---|---|"]
+    for k, s in per_slide["spread"].items():
+        lines.append(f"| {k} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['min'])} | {_fmt(s['max'])} "
+                     f"| {s['n']} |")
+    return lines
 
 
 def write_report(
@@ -117,24 +162,29 @@ def write_report(
     class_names: Sequence[str],
     ignore_index: int,
     plots: bool = True,
+    progress: bool = False,
 ) -> None:
     """Write results.json, summary.md and (when asked) the figures under plots/."""
     out.mkdir(parents=True, exist_ok=True)
+    figures = []
     if plots:
         from pathsegdiff.train_head import plots as P
 
-        d = out / "plots"
-        d.mkdir(exist_ok=True)
-        made = []
         if histories:
-            P.learning_curves(histories, d / "learning_curves.png")
-            made.append("learning_curves.png")
+            figures.append(("learning_curves.png", lambda path: P.learning_curves(histories, path)))
         if confusion is not None:
-            P.confusion_matrix(confusion.normalised(), class_names, d / "confusion_matrix.png")
-            made.append("confusion_matrix.png")
+            figures.append(("confusion_matrix.png",
+                            lambda path: P.confusion_matrix(confusion.normalised(), class_names, path)))
         if samples:
-            P.overlays(samples, class_names, ignore_index, d / "overlays.png")
-            made.append("overlays.png")
-        results = {**results, "plots": [f"plots/{m}" for m in made]}
-    (out / "results.json").write_text(json.dumps(clean_json(results), indent=1))
-    (out / "summary.md").write_text(summary_markdown(clean_json(results)))
+            figures.append(("overlays.png", lambda path: P.overlays(samples, class_names, ignore_index, path)))
+        (out / "plots").mkdir(exist_ok=True)
+        results = {**results, "plots": [f"plots/{name}" for name, _ in figures]}
+    with bar(len(figures) + 1, "report", progress, unit="file") as steps:
+        for name, draw in figures:
+            steps.set_description(f"report: plots/{name}")
+            draw(out / "plots" / name)
+            steps.update(1)
+        steps.set_description("report: results.json, summary.md")
+        (out / "results.json").write_text(json.dumps(clean_json(results), indent=1))
+        (out / "summary.md").write_text(summary_markdown(clean_json(results)))
+        steps.update(1)

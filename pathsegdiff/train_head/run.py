@@ -25,7 +25,7 @@ import numpy as np
 from pathsegdiff.errors import InputError, StoreExistsError
 from pathsegdiff.store import open_store
 from pathsegdiff.train_head.checkpoint import RUN_META, HeadMeta
-from pathsegdiff.train_head.evaluate import evaluate_head
+from pathsegdiff.train_head.evaluate import evaluate_head, label_origin
 from pathsegdiff.train_head.fit import TrainConfig, fit_one, resolve_device
 from pathsegdiff.train_head.heads import HeadConfig
 from pathsegdiff.train_head.metrics import ConfusionMatrix
@@ -95,7 +95,7 @@ def train(
         fit = fit_one(store_where, head_config, meta_base, subset, splits.val, config, seed, run_dir / sub, progress)
         (run_dir / sub / "history.json").write_text(json.dumps(clean_json(fit.history), indent=1))
         ev = evaluate_head(fit.head, fit.meta, store_where, eval_idx, config.device, config.batch_size,
-                           config.workers, keep_samples=4)
+                           config.workers, keep_samples=4, progress=progress, desc=f"seed {seed}: {eval_split} split")
         evaluations.append(ev)
         histories[f"seed {seed}"] = fit.history
         per_run.append({"seed": seed, "run_dir": sub, "best_epoch": fit.meta.epoch, "val_miou": fit.meta.val_miou,
@@ -108,12 +108,12 @@ def train(
         "n_val_tiles": int(len(splits.val)), "val_source": splits.val_source, "runs": config.runs,
         "seeds": [r["seed"] for r in per_run], "best_run": per_run[best]["run_dir"],
         **aggregate_runs(per_run, sch.class_names),
-        "per_slide": per_run[best]["per_slide"], "per_run": per_run,
+        "per_slide": per_run[best]["per_slide"], "per_run": per_run, **label_origin(store),
     }
     total = ConfusionMatrix(len(sch.class_names), sch.ignore_index)
     for ev in evaluations:
         total.merge(ev.confusion)
     write_report(run_dir, results, confusion=total, samples=evaluations[best].samples, histories=histories,
-                 class_names=sch.class_names, ignore_index=sch.ignore_index, plots=plots)
+                 class_names=sch.class_names, ignore_index=sch.ignore_index, plots=plots, progress=progress)
     _write_run_meta(run_dir, **common, status="done", best_run=results["best_run"])
     return json.loads((run_dir / "results.json").read_text())

@@ -1,13 +1,16 @@
 """Which tiles and which features a run uses: splits, label fractions, block/timestep selection.
 
-Only tiles whose status is written take part.  Splits come from
-the ``split`` column of the tile table.  Tiles with an empty split count as
-train.  When no written tile is marked ``val``, a validation set is carved
-from train with the data seed: whole slides when train spans at least two
-slides (tiles of one slide are correlated, so this avoids leaking them), else
-single tiles; about ``val_fraction`` of the tiles, at least one, and never
-all of train.  Label-fraction subsets are prefixes of one seeded permutation
-of the train tiles, so for one seed the 1 % subset lies inside the 10 % one.
+Only tiles whose status is written take part.  Splits come from the
+``split`` column of the tile table (a cohort manifest's ``split``).  Tiles
+with an empty split count as train.  A patient whose tiles lie in two splits
+is refused: its tiles would leak from one split into the other.  When no
+written tile is marked ``val``, a validation set is carved from train with the
+data seed, by group: whole patients where the tile table names them (tiles
+of one patient are correlated), else whole slides when train spans at least
+two, else single tiles; about ``val_fraction`` of the tiles, at least one, and
+never all of train.  Label-fraction subsets are prefixes of one seeded
+permutation of the train tiles, so for one seed the 1 % subset lies inside the
+10 % one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import numpy as np
 
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.store import FeatureStore
+from pathsegdiff.store.cohort_columns import full_table
 from pathsegdiff.store.schema import BlockSpec
+from pathsegdiff.train_head.store_set import StoreSet
 
 
 def resolve_selection(
@@ -62,29 +67,53 @@ class Splits:
         return getattr(self, name)
 
 
-def read_splits(store: FeatureStore, seed: int = 0, val_fraction: float = 0.2) -> Splits:
-    """Written tiles by split, with a validation set carved from train if the store has none."""
-    table = store.table()
-    split = np.asarray(table["split"]).astype(str)
-    ok = np.zeros(len(split), bool)
+def read_splits(store: FeatureStore | StoreSet, seed: int = 0, val_fraction: float = 0.2) -> Splits:
+    """Written tiles by split (of one store, or of several numbered across them), with a validation set carved
+    from train if the stores have none."""
+    table = store.full_table() if isinstance(store, StoreSet) else full_table(store)
+    ok = np.zeros(len(table["split"]), bool)
     ok[store.written()] = True  # the store says which tiles hold complete data
+    return split_table(table, ok, seed, val_fraction, str(store.location))
+
+
+def check_patients(patient: np.ndarray, split: np.ndarray, where: str) -> None:
+    """Refuse a patient whose tiles lie in two splits (empty counts as train)."""
+    split = np.where(split == "", "train", split)
+    for p in np.unique(patient[patient != ""]):
+        found = sorted(set(split[patient == p]))
+        if len(found) > 1:
+            raise InputError(f"{where}: patient {p} has tiles in splits {', '.join(found)}: they would leak between "
+                             "them; give all of a patient's slides one split")
+
+
+def split_table(table: dict, ok: np.ndarray, seed: int = 0, val_fraction: float = 0.2, where: str = "") -> Splits:
+    """Splits of the tiles ``ok`` of a tile table (columns ``split``, ``slide_id``, ``patient``)."""
+    split = np.asarray(table["split"]).astype(str)
+    patient = np.asarray(table.get("patient", np.full(len(split), ""))).astype(str)
+    check_patients(patient[ok], split[ok], where)
     train = np.flatnonzero(ok & ((split == "train") | (split == "")))
     val = np.flatnonzero(ok & (split == "val"))
     test = np.flatnonzero(ok & (split == "test"))
     if len(val) or len(train) < 2:
         return Splits(train, val, test, "store")
-    slides = np.asarray(table["slide_id"]).astype(str)[train]
+    slides = np.asarray(table["slide_id"]).astype(str)
+    # a patient's slides go together; a slide without a patient is its own group
+    groups = np.where(patient[train] != "", np.char.add("patient ", patient[train]), slides[train])
+    what = "patients" if (patient[train] != "").any() else "slides"
     rng = np.random.default_rng(seed)
-    unique = np.unique(slides)
+    unique = np.unique(groups)
     want = max(1, round(val_fraction * len(train)))
     if len(unique) >= 2 and all(unique != ""):
         chosen: list[str] = []
         for s in rng.permutation(unique):
-            if sum(int((slides == c).sum()) for c in chosen) >= want or len(chosen) == len(unique) - 1:
+            if sum(int((groups == c).sum()) for c in chosen) >= want or len(chosen) == len(unique) - 1:
                 break
             chosen.append(str(s))
-        is_val = np.isin(slides, chosen)
-        how = f"carved from train: {len(chosen)} of {len(unique)} slides (seed {seed})"
+        is_val = np.isin(groups, chosen)
+        how = f"carved from train: {len(chosen)} of {len(unique)} {what} (seed {seed})"
+    elif what == "patients":
+        raise InputError(f"{where}: the train tiles come from one patient, so a validation set carved from them "
+                         "would share its tiles; declare a val split (a manifest's split column)")
     else:
         is_val = np.zeros(len(train), bool)
         is_val[rng.permutation(len(train))[: min(want, len(train) - 1)]] = True

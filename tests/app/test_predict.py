@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pathsegdiff.cli import app
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.predict.inputs import ImageInput
-from pathsegdiff.predict.run import PredictConfig, _extracted_tiles
+from pathsegdiff.predict.run import PredictConfig, _extracted_tiles, _featurizer
 from pathsegdiff.store import BlockSpec, FeatureSpec
 from pathsegdiff.train_head.checkpoint import HeadMeta, build_head, load_head, save_head
 from pathsegdiff.train_head.heads import HeadConfig
@@ -59,7 +59,7 @@ def fused_logits(image: Path, head_run: Path, overlap: int, window: str) -> tupl
     head, meta = load_head(head_run)
     stitch = StitchConfig(tile=TILE, overlap=overlap, window=window)
     source = ImageInput(image, TILE)
-    tiles = ((y, x, head(f)[0].detach().numpy()) for y, x, f in _extracted_tiles(source, PredictConfig(), meta, stitch))
+    tiles = ((y, x, head(f)[0].detach().numpy()) for y, x, f in _extracted_tiles(source, _featurizer(PredictConfig(), meta), PredictConfig(), stitch))
     return fuse_tiles(tiles, source.height, source.width, len(CLASSES), stitch), stitch
 
 

@@ -16,8 +16,9 @@ Sites (the phase each belongs to is the planner's business, kill_points.py):
 - ``load.seed``: the tiny model's per-tensor weight seeding while it loads;
 - ``create.set``: an object write (zarr ``LocalStore.set``) before the first UNet pass (store creation);
 - ``batch.forward``: a submodule call inside the UNet forward;
-- ``write.chunk``: a data chunk write (features, labels, rgb, ...), killed before or after it;
-- ``write.partial``: a data chunk write killed with half its bytes in zarr's temporary file;
+- ``write.chunk``: a data chunk write (features, labels, rgb, ...), killed before or after it
+  (zarr's ``LocalStore.set``, or the store's own ``chunk_io.put_file`` for local tile chunks);
+- ``write.partial``: a data chunk write killed with half its bytes in its temporary file;
 - ``write.status``: a write of the status chunk (the last one is the run's final status flush);
 - ``lock.release``: the store lock's release;
 - ``returned``: ``run_extraction`` has returned; the CLI has not printed its summary yet.
@@ -36,6 +37,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import torch
@@ -46,6 +48,7 @@ import pathsegdiff.extract.backbones.seeding as seeding
 import pathsegdiff.extract.run.job as job
 from pathsegdiff.extract.backbones.ldm import LDM
 from pathsegdiff.cli import app
+from pathsegdiff.store import chunk_io
 from pathsegdiff.store.lock import StoreLock
 
 
@@ -168,6 +171,28 @@ class Sites:
             return real_put(path, value, exclusive=exclusive)
 
         zarr_local.LocalStore.set, zarr_local._put = store_set, put
+
+        # Tile chunks and the status chunk of a local store are written by the store's own chunk_io.put_file
+        # (zarr's bytes, zarr's temporary-file-and-rename), from its thread pool: the same sites.
+        real_put_file = chunk_io.put_file
+
+        def put_file(path, parts):
+            kind = self.kind_of(Path(path)) if self.computing else None
+            site = site_of(kind)
+            if kind == "data" and self.armed("write.partial", self.count("write.partial")):
+                data = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(f"{path}.{uuid.uuid4().hex}.partial", "wb") as f:  # the store's own temporary file
+                    f.write(data[: len(data) // 2])
+                    f.flush()
+                    die()
+            number = self.hit(site) if site else None
+            result = real_put_file(path, parts)
+            if site:
+                self.hit(site, number)
+            return result
+
+        chunk_io.put_file = put_file
 
     def _wrap_end(self) -> None:
         real_release, real_run = StoreLock.release, job.run_extraction

@@ -1,24 +1,44 @@
-"""Child process for the resume test: fills a store in batches, SIGKILLs itself at the Nth object write."""
+"""Child process for the resume test: fills a store in batches, SIGKILLs itself at the Nth object write.
+
+Objects are written by zarr's LocalStore (metadata, tile table, status) and,
+for tile chunks, by the store's own ``chunk_io.put_file``: both are counted.
+"""
 
 import os
 import signal
 import sys
+import threading
 
 import synth
 import zarr
 
-from pathsegdiff.store import open_or_create
+from pathsegdiff.store import chunk_io, open_or_create
 
 path, kill_at, batch, phase = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 calls = {"n": 0}
 store_set = zarr.storage.LocalStore.set
+put_file = chunk_io.put_file
+lock = threading.Lock()  # chunk files are written from several threads
+
+
+def count() -> None:
+    with lock:
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, no atexit: like a crash at 3 a.m.
 
 
 async def counting_set(self, key, value):
-    calls["n"] += 1
-    if calls["n"] == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, no atexit: like a crash at 3 a.m.
+    count()
     return await store_set(self, key, value)
+
+
+def counting_put(path, parts):
+    count()
+    return put_file(path, parts)
+
+
+chunk_io.put_file = counting_put
 
 
 if phase == "create":  # count the metadata and tile-table writes of store creation too

@@ -152,7 +152,7 @@ def test_augmentation_depends_on_seed_epoch_and_tile_only(learnable_store):
 def test_workers_give_the_same_batches_and_the_dataset_pickles_small(learnable_store):
     ds = TileDataset(learnable_store, range(12), ["up1", "up2"], [50, 150])
     ds[0]  # opens the store in this process
-    assert len(pickle.dumps(ds)) < 2000 and pickle.loads(pickle.dumps(ds))._store is None
+    assert len(pickle.dumps(ds)) < 2000 and pickle.loads(pickle.dumps(ds))._stores == {}
     plain = list(make_loader(ds, 4, shuffle=True, workers=0, seed=5))
     workers = list(make_loader(ds, 4, shuffle=True, workers=2, seed=5))
     assert [b["index"].tolist() for b in plain] == [b["index"].tolist() for b in workers]

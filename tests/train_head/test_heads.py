@@ -96,16 +96,17 @@ def test_gather_at_equals_upsample_then_index():
 
 def test_mlp_sampled_pixels_equal_full_map_pixels():
     torch.manual_seed(0)
-    head = build_head(config("mlp", ensemble=2, mlp_hidden=(8, 4))).eval()
+    head = build_head(config("mlp", ensemble=2, mlp_hidden=(8, 4), pixels_per_tile=20)).eval()
     x = features()
-    idx = torch.tensor([[1, 40, 77, 250], [0, 15, 16, 255]])
-    stacked = dict(zip(["up1", "up2"], head.stack(x)))
-    for m in head.members:
-        gathered = {n: gather_at(v, idx, 16) for n, v in stacked.items()}
-        at_pixels = m.at_pixels(gathered).view(2, 4, 3)
-        full = m.full_map(stacked, 16).flatten(2)  # (B, K, 256)
-        for b in range(2):
-            torch.testing.assert_close(at_pixels[b], full[b][:, idx[b]].T, atol=1e-5, rtol=1e-5)
+    labels = torch.randint(0, 3, (2, 16, 16))
+    torch.manual_seed(1)
+    idx, _ = sample_pixels(labels, 20, 255)
+    torch.manual_seed(1)  # the same pixels again, inside training_logits
+    at_pixels, _ = head.training_logits(x, labels, 255)  # eval mode: running statistics, as the full map
+    at_pixels = at_pixels.view(2, 2, 20, 3).softmax(-1).mean(0).log()  # (B, P, K) log mean probability
+    full = head(x).flatten(2)  # (B, K, 256)
+    for b in range(2):
+        torch.testing.assert_close(at_pixels[b], full[b][:, idx[b]].T, atol=1e-5, rtol=1e-5)
 
 
 def test_mlp_training_logits_stack_members_and_skip_ignore():
@@ -132,7 +133,10 @@ def test_mlp_vote_is_the_majority_of_members():
     torch.manual_seed(0)
     head = build_head(config("mlp", ensemble=5, mlp_hidden=(8,))).eval()
     x = features()
-    member_labels = torch.stack([p.argmax(1) for p in head.member_probabilities(x)])  # (k, B, H, W)
+    member_labels = torch.empty(5, 2, 16 * 16, dtype=torch.long)
+    for i, pixels, logits in head.member_logits(head.stack(x)):  # logits (k, K, P)
+        member_labels[:, i, pixels] = logits.argmax(1)
+    member_labels = member_labels.view(5, 2, 16, 16)
     mean, labels, uncertainty = head.vote(x)
     counts = torch.stack([(member_labels == c).sum(0) for c in range(3)])  # (K, B, H, W)
     top2 = counts.topk(2, dim=0).values

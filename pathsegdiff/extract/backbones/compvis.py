@@ -16,10 +16,14 @@ from typing import Any
 import torch
 import yaml
 from diffusers import AutoencoderKL, UNet2DConditionModel, VQModel
-from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+from diffusers.loaders.single_file_utils import (
+    convert_ldm_unet_checkpoint,
+    convert_ldm_vae_checkpoint,
+)
 from torch import nn
 
 from pathsegdiff.errors import ModelLoadError
+from pathsegdiff.extract.backbones.base import Family, config_sha256, state_dict_sha256
 from pathsegdiff.extract.backbones.checkpoint_io import read_state_dict
 from pathsegdiff.extract.backbones.compvis_config import (
     class_name,
@@ -28,8 +32,11 @@ from pathsegdiff.extract.backbones.compvis_config import (
     model_params,
     unet_config,
 )
-from pathsegdiff.extract.backbones.base import Family, config_sha256, state_dict_sha256
-from pathsegdiff.extract.backbones.ldm import LDM, SSLProjection, scaled_linear_alphas_cumprod
+from pathsegdiff.extract.backbones.ldm import (
+    LDM,
+    SSLProjection,
+    scaled_linear_alphas_cumprod,
+)
 
 UNET_PREFIX = "model.diffusion_model."
 FIRST_STAGE_PREFIX = "first_stage_model."

@@ -13,8 +13,17 @@ import torch
 from torch import nn
 
 from pathsegdiff.errors import ConfigError, ModelLoadError
-from pathsegdiff.extract.backbones.base import Backbone, config_sha256, state_dict_sha256
-from pathsegdiff.extract.backbones.unet_blocks import partial_forward, unet_block_shapes, unet_blocks, unet_stride
+from pathsegdiff.extract.backbones.base import (
+    Backbone,
+    config_sha256,
+    state_dict_sha256,
+)
+from pathsegdiff.extract.backbones.unet_blocks import (
+    partial_forward,
+    unet_block_shapes,
+    unet_blocks,
+    unet_stride,
+)
 
 __all__ = ["LDM", "SSLProjection", "config_sha256", "scaled_linear_alphas_cumprod", "state_dict_sha256"]
 

@@ -18,10 +18,19 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DConditionModel, VQModel
 
-from pathsegdiff.extract.backbones.compvis_config import REFERENCE_FIRST_STAGE, REFERENCE_UNET, first_stage_config, unet_config
 from pathsegdiff.extract.backbones.base import Family, config_sha256, state_dict_sha256
+from pathsegdiff.extract.backbones.compvis_config import (
+    REFERENCE_FIRST_STAGE,
+    REFERENCE_UNET,
+    first_stage_config,
+    unet_config,
+)
+from pathsegdiff.extract.backbones.ldm import (
+    LDM,
+    SSLProjection,
+    scaled_linear_alphas_cumprod,
+)
 from pathsegdiff.extract.backbones.seeding import seed_module
-from pathsegdiff.extract.backbones.ldm import LDM, SSLProjection, scaled_linear_alphas_cumprod
 
 TINY_MODEL_ID = "tiny-v1"  # bump when the config or the weight recipe changes
 TINY_SEED = 20240601

@@ -22,7 +22,11 @@ import torch
 from pathsegdiff.errors import MissingDependencyError, ModelLoadError
 from pathsegdiff.extract.backbones.base import Family
 from pathsegdiff.extract.backbones.seeding import seed_module
-from pathsegdiff.extract.backbones.vit_backbone import IMAGENET_MEAN, IMAGENET_STD, FoundationViT
+from pathsegdiff.extract.backbones.vit_backbone import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FoundationViT,
+)
 
 MODEL_CLASSES = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel"}
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")

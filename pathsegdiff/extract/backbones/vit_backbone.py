@@ -27,7 +27,11 @@ import torch
 from torch import nn
 
 from pathsegdiff.errors import ConfigError, ModelLoadError
-from pathsegdiff.extract.backbones.base import Backbone, config_sha256, state_dict_sha256
+from pathsegdiff.extract.backbones.base import (
+    Backbone,
+    config_sha256,
+    state_dict_sha256,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what DINOv2 and UNI normalise with
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -53,6 +53,7 @@ class ExtractSummary:
     total: int
     written: int = 0
     already_written: int = 0
+    appended: int = 0  # tiles a larger source added to an existing store
     failed: dict[str, str] = field(default_factory=dict)  # tile id -> reason
     seconds: float = 0.0
     model_seconds: float = 0.0
@@ -62,5 +63,6 @@ class ExtractSummary:
         return self.written / self.seconds if self.seconds else 0.0
 
     def line(self) -> str:
-        return (f"{self.written} tiles written, {self.already_written} already written, {len(self.failed)} failed, "
+        grown = f" ({self.appended} appended to the store)" if self.appended else ""
+        return (f"{self.written} tiles written{grown}, {self.already_written} already written, {len(self.failed)} failed, "
                 f"{self.seconds:.1f} s, {self.tiles_per_s:.2f} tiles/s -> {self.store}")

@@ -1,8 +1,11 @@
 """The extraction job: decode tiles, run the model, write in the background, resume.
 
 The store is created or reopened first (identity checked before any model
-work) and only ``todo`` tiles go through the per-tile loop (``loop.py``,
-shared with the ranges of a distributed run).  What the status says is
+work; a larger source than the store's appends its new tiles, listed in the
+store's order first: :func:`align_to_store`) and only ``todo`` tiles go
+through the per-tile loop (``loop.py``, shared with the ranges of a
+distributed run).  Slides get a QC thumbnail beside a local store
+(``STORE.qc/``), and the progress bar names the slide being extracted.  What the status says is
 written is complete, and a rerun resumes; the store lock is released on any
 exit.  CPU features differ in their last bits between torch thread counts:
 ``threads`` fixes the count, and the provenance records it.
@@ -21,12 +24,13 @@ from pathlib import Path
 import torch
 
 from pathsegdiff import __version__
-from pathsegdiff.errors import ConfigError, InputError, StoreWriteError
+from pathsegdiff.errors import ConfigError, InputError, NotAStoreError, StoreWriteError
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.extract.run.loop import extract_tiles
-from pathsegdiff.tiles.sources import TileSource
-from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, open_or_create
+from pathsegdiff.tiles.sources import ReorderedSource, TileSource
+from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, open_or_create, open_store
+from pathsegdiff.store.grow import record_skipped_slides
 from pathsegdiff.store.location import is_remote_client_error, parse_location, redact
 from pathsegdiff.store.lock import StoreLock
 
@@ -91,9 +95,56 @@ def refuse_if_locked(store: str) -> None:
         StoreLock(local).refuse_if_held()
 
 
-def preflight(schema: StoreSchema, n_todo: int, where: str) -> str:
+def align_to_store(source: TileSource, store: str, overwrite: bool = False) -> tuple[TileSource, int]:
+    """``source`` with the tiles an existing store holds first, in the store's order (a store grows at its end),
+    and the number of tiles the store holds (0: no store yet)."""
+    if overwrite:
+        return source, 0
+    try:
+        have = [str(t) for t in open_store(store).tile_ids()]
+    except (FileNotFoundError, NotAStoreError):
+        return source, 0
+    position = {r.tile_id: i for i, r in enumerate(source.records)}
+    first = [position[t] for t in have if t in position]
+    taken = set(first)
+    order = first + [i for i in range(len(source.records)) if i not in taken]
+    return (source if order == list(range(len(order))) else ReorderedSource(source, order)), len(have)
+
+
+class SlideProgress:
+    """Names the slide (k of n) of the next tile on the progress bar; tqdm adds tiles/s and the ETA."""
+
+    def __init__(self, bar, source: TileSource, todo):
+        self.bar, self.done = bar, 0
+        self.slide_ids = [source.records[int(i)].slide_id for i in todo]
+        self.rank = {s: k for k, s in enumerate(dict.fromkeys(r.slide_id for r in source.records))}
+        self._show()
+
+    def _show(self) -> None:
+        if self.done < len(self.slide_ids) and len(self.rank) > 1:
+            sid = self.slide_ids[self.done]
+            self.bar.set_description(f"slide {self.rank[sid] + 1}/{len(self.rank)} {sid}", refresh=False)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        self._show()
+
+
+def write_quality_control(source: TileSource, store: str, echo, progress: bool = False) -> None:
+    """QC thumbnails of the source's slides beside a local store (``STORE.qc/``)."""
+    from pathsegdiff.tiles.qc import write_qc
+
+    if "://" in store:
+        return
+    paths = write_qc(source, Path(store + ".qc"), progress)
+    if paths:
+        echo(f"QC thumbnails of {len(paths)} slide(s): {store}.qc/ (tissue outline, tile grid, annotations)")
+
+
+def preflight(schema: StoreSchema, n_todo: int, where: str, n_tiles: int | None = None) -> str:
     per = schema.bytes_per_tile()
-    line = f"{n_todo} of {schema.n_tiles} tiles to extract, {per / 2**20:.2f} MiB per tile, " \
+    line = f"{n_todo} of {n_tiles or schema.n_tiles} tiles to extract, {per / 2**20:.2f} MiB per tile, " \
            f"about {n_todo * per / 2**30:.2f} GiB to write"
     parent = Path(where).expanduser().resolve().parent if "://" not in where else None
     if parent is not None and parent.exists():
@@ -134,15 +185,24 @@ def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractCon
         cfg = replace(cfg, features=featurizer.cfg)  # the backbone's defaults filled in, for the provenance
         schema = build_schema(source, featurizer, cfg)
         summary = ExtractSummary(store, len(source))
+        skipped = getattr(source, "skipped", None)  # a cohort's unusable slides (--skip-errors)
+        source, n_before = align_to_store(source, store, cfg.overwrite)
         with remote_errors(store), open_or_create(store, schema, source.records,
                                                   provenance(source, cfg, model_facts(featurizer)), overwrite=cfg.overwrite) as w:
+            summary.appended = w.n_tiles - n_before if n_before else 0
+            if skipped:
+                log_failures(store, list(skipped), [f"slide skipped: {r}" for r in skipped.values()])
+                summary.failed.update({slide: f"slide skipped: {r}" for slide, r in skipped.items()})
+            if skipped is not None:
+                record_skipped_slides(w.location, skipped)
+            write_quality_control(source, store, echo, progress)
             todo = w.missing()
             summary.already_written = int((w.status() != 0).sum())
             if cfg.limit is not None:
                 todo = todo[: cfg.limit]
-            echo(preflight(schema, len(todo), store))
+            echo(preflight(schema, len(todo), store, w.n_tiles))
             with tqdm(total=len(todo), unit="tile", desc="extract", disable=not progress, smoothing=0.1) as bar:
-                extract_tiles(source, todo, w, featurizer, cfg, summary, on_batch=bar.update,
+                extract_tiles(source, todo, w, featurizer, cfg, summary, on_batch=SlideProgress(bar, source, todo),
                               on_failed=lambda ids, reasons: log_failures(store, ids, reasons))
     finally:
         torch.set_num_threads(threads_before)

@@ -4,10 +4,17 @@
 range of a distributed run (``distributed.py``).  DataLoader workers decode
 tiles; an unreadable tile is a named failure (``unreadable``), recorded with
 ``--skip-errors``, else the end of the run.  The model runs on the device
-(``featurize.py``: autocast for bf16/fp16), features are cast to the storage dtype there, and a
-writer thread takes each batch from a bounded queue, so the model never waits
-on compression or disk.  On any exit, Ctrl-C included, the batches already
-computed are written first.
+(``featurize.py``: autocast for bf16/fp16), features are cast to the storage
+dtype there, and a writer thread takes each batch from a bounded queue, so
+the model never waits on compression or disk.  On any exit, Ctrl-C included,
+the batches already computed are written first.
+
+On CUDA (:class:`DeviceToHost`) a batch is copied into pinned host buffers
+on a side stream, without blocking: the next batch computes while this one
+copies, and the writer thread waits for the copy before it writes; the GPU
+has also checked each tile's finiteness, so the store need not.  On the CPU
+the tensors already are host memory, and nothing of this runs.  ``timings``
+(bench/extract.py) adds up where the loop's time goes.
 """
 
 from __future__ import annotations
@@ -51,17 +58,19 @@ class _Writer:
     """A background thread writing batches in order; its first error is re-raised in the caller."""
 
     def __init__(self, depth: int):
-        self.q, self.error = queue.Queue(maxsize=depth), None
+        self.q, self.error, self.busy = queue.Queue(maxsize=depth), None, 0.0
         self.thread = threading.Thread(target=self._run, name="pathsegdiff-writer", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while (job := self.q.get()) is not None:
             if self.error is None:
+                t = time.perf_counter()
                 try:
                     job()
                 except BaseException as e:  # handed to the main thread
                     self.error = e
+                self.busy += time.perf_counter() - t
 
     def put(self, job) -> None:
         self._raise()
@@ -78,20 +87,57 @@ class _Writer:
             raise self.error
 
 
+class DeviceToHost:
+    """Copies a computed batch to the host: on CUDA into pinned buffers on a side stream, without blocking.
+
+    ``start`` returns the host tensors and a function that waits until they
+    hold the data (the writer thread calls it).  ``Tensor.record_stream``
+    keeps the device memory from being reused before the copy is done, and
+    torch's pinned-memory cache reuses the host buffers once written.  On the
+    CPU the tensors are returned as they are.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def start(self, tensors: list[torch.Tensor]):
+        if self.stream is None:
+            return [t.detach() for t in tensors], lambda: None
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the batch's kernels come first
+        with torch.cuda.stream(self.stream):
+            host = []
+            for t in tensors:
+                h = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                h.copy_(t, non_blocking=True)
+                t.record_stream(self.stream)
+                host.append(h)
+            done = torch.cuda.Event()
+            done.record(self.stream)
+        return host, done.synchronize
+
+
 def extract_tiles(source: TileSource, todo: np.ndarray, w, featurizer: Featurizer, cfg: ExtractConfig,
                   summary: ExtractSummary, on_batch=lambda n: None, on_failed=lambda ids, reasons: None,
-                  stop=lambda: False) -> None:
+                  stop=lambda: False, timings: dict[str, float] | None = None) -> None:
     """Decode, compute and write tiles ``todo`` through the writer ``w``: the loop every run shares.
 
     ``w.write`` and ``w.mark_failed`` run in a background thread, in order; the
     batches computed before an error, Ctrl-C or ``stop()`` are written before
-    this returns or raises.
+    this returns or raises.  ``timings``: seconds are added under ``decode``
+    (waiting for decoded tiles), ``compute`` (the model, and starting the copy
+    to the host), ``queue`` (waiting for room in the writer's queue) and
+    ``write`` (the writer thread at work).
     """
     loader = DataLoader(_Decode(source, todo), batch_size=cfg.batch_size, num_workers=cfg.decode_workers,
                         collate_fn=_collate, persistent_workers=False)
     writer = _Writer(cfg.queue_batches)
+    copier = DeviceToHost(featurizer.backbone.device)
+    spent = dict.fromkeys(("decode", "compute", "queue", "write"), 0.0)
     try:
+        t = time.perf_counter()
         for items in loader:
+            spent["decode"] += time.perf_counter() - t
             bad = [(i, err) for i, _, err in items if err is not None]
             if bad:
                 ids = w.tile_ids([i for i, _ in bad])
@@ -104,34 +150,63 @@ def extract_tiles(source: TileSource, todo: np.ndarray, w, featurizer: Featurize
             good = [(i, s) for i, s, err in items if err is None]
             if good:
                 tm = time.perf_counter()
-                batch = _compute(good, w, featurizer, w.schema)
-                summary.model_seconds += time.perf_counter() - tm
-                writer.put(lambda idx=[i for i, _ in good], b=batch: w.write(idx, b))
+                job = _compute(good, w, featurizer, w.schema, copier)
+                tq = time.perf_counter()
+                summary.model_seconds += tq - tm
+                spent["compute"] += tq - tm
+                writer.put(job)
+                spent["queue"] += time.perf_counter() - tq
                 summary.written += len(good)
             on_batch(len(items))
             if stop():
                 break
+            t = time.perf_counter()
     except BaseException:
         writer.close(raise_error=False)  # finish what was computed, even on Ctrl-C; keep the first error
         raise
+    finally:
+        spent["write"] = writer.busy
+        if timings is not None:
+            for k, v in spent.items():
+                timings[k] = timings.get(k, 0.0) + v
     writer.close()
 
 
-def _compute(good, w, featurizer: Featurizer, schema: StoreSchema) -> TileBatch:
-    ids = list(w.tile_ids([i for i, _ in good]))
+def _compute(good, w, featurizer: Featurizer, schema: StoreSchema, copier: DeviceToHost):
+    """Compute one batch and start its copy to the host; returns the writer thread's job."""
+    idx = [i for i, _ in good]
+    ids = list(w.tile_ids(idx))
     rgb = torch.from_numpy(np.stack([s.rgb for _, s in good]))
     store_dtype = torch.float16 if schema.features.dtype == "float16" else torch.float32
     out = featurizer(rgb, ids, out_dtype=store_dtype)
-    features = {t: {b: x.cpu().numpy() for b, x in d.items()} for t, d in out.features.items()}
-    batch = TileBatch(features, rgb=rgb.numpy())
+    names = [(t, b) for t, d in out.features.items() for b in d]
+    tensors = [out.features[t][b] for t, b in names]
+    extra = [x for x, keep in ((out.ssl, schema.ssl_dim), (out.latent, schema.latent_shape)) if keep]
+    checked = [out.finite[t][b] for t, b in names] if out.finite is not None else []
+    host, copied = copier.start(tensors + [x.float() for x in extra] + checked)
+    batch = TileBatch({}, rgb=rgb.numpy())
     if schema.has_labels:
         batch.labels = np.stack([s.labels if s.labels is not None else
                                  np.full(rgb.shape[2:], schema.ignore_index, np.uint8) for _, s in good])
     if schema.store_instances:
         batch.instances = np.stack([s.instances if s.instances is not None else
                                     np.zeros(rgb.shape[2:], np.int32) for _, s in good])
-    if schema.ssl_dim:
-        batch.ssl = out.ssl.float().cpu().numpy()
-    if schema.latent_shape:
-        batch.latent = out.latent.float().cpu().numpy()
-    return batch
+
+    def write() -> None:  # in the writer thread, once the copy is done
+        copied()
+        arrays = [h.numpy() for h in host]
+        for (t, b), x in zip(names, arrays):
+            batch.features.setdefault(t, {})[b] = x
+        rest = iter(arrays[len(names):])
+        if schema.ssl_dim:
+            batch.ssl = next(rest)
+        if schema.latent_shape:
+            batch.latent = next(rest)
+        finite = None
+        if checked:
+            finite = {}
+            for (t, b), ok in zip(names, rest):
+                finite.setdefault(t, {})[b] = ok
+        w.write(idx, batch, finite=finite)
+
+    return write

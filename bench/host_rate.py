@@ -1,0 +1,319 @@
+"""The host side at GPU rate: the real extraction loop around a simulated device.
+
+The model is replaced by :class:`SimulatedDevice`, a backbone with the
+reference model's block shapes (``up1`` 576x32x32 + ``up2`` 384x64x64 at
+t = 50 and 150: 8.65 MB of float16 per tile) that sleeps for the GPU's time
+per batch (``batch / --rate`` seconds: the main thread waits there, as it
+would at the GPU's sync point) and hands back float16 features already in
+host memory: on a GPU they arrive by DMA, which costs the host no CPU.
+Everything else is the real code: DataLoader decode of real H&E tiles (half
+from tests/data/target_image.png, half JPEG tiles of the bundled .svs slide),
+the featurizer (noise seeds, cast), ``loop.extract_tiles`` (writer thread,
+queue) and the store (checks, checksums, chunk writes, status).  The compact
+rows use a stand-in with 1/8 of the channels (synthetic: issue 14's presets
+are not stored yet).
+
+For each layout it runs ``before`` (every chunk through zarr's codec pipeline
+and ``np.isfinite``, as the store did), ``after`` (chunk_io.py, the exponent
+bit test) and ``after, '.' keys`` (the same in a store whose chunk keys are
+``c.17.0.0.0`` rather than ``c/17/0/0/0``: a layout proposal, see
+bench/store_io.py), in rotating order, at ``--rate`` and with no device time
+at all (the host's ceiling), and prints medians:
+
+  - tiles/s reached, and the share of the device's time the host kept busy;
+  - per tile, wall ms of each lane of the loop: the main thread (decode,
+    when decoding in-process, plus the featurizer's host work), the device
+    (sleep), the writer thread (store checks, then waiting for the chunk
+    pool, then status), and which lane binds;
+  - CPU ms per tile of each lane (``thread_time``): the cores a tile rate
+    costs, the steadier figure on a shared machine, from which the last
+    lines project what a host with ``--project-cores`` cores would reach.
+
+    .venv/bin/python bench/host_rate.py --rate 600            # about 5 minutes on 2 cores
+    .venv/bin/python bench/extract.py --simulate-device 600   # the same, from the extraction benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import torch
+from torch import nn
+
+from pathsegdiff.extract.backbones.base import Backbone
+from pathsegdiff.extract.backbones.ldm import scaled_linear_alphas_cumprod
+
+sys.path.insert(0, str(Path(__file__).parent))
+import store_io  # noqa: E402  bench/store_io.py: the store as before, and the '.' key layout
+
+REFERENCE_BLOCKS = {  # (C, h, w) at 256 px (docs/architecture.md)
+    "mid": (960, 8, 8), "up0.pre": (960, 8, 8), "up0": (960, 16, 16), "up1.pre": (576, 16, 16),
+    "up1": (576, 32, 32), "up2.pre": (384, 32, 32), "up2": (384, 64, 64), "up3": (192, 64, 64),
+}
+
+
+class SimulatedDevice(Backbone):
+    """A backbone with the reference model's shapes that takes ``1 / rate`` s per tile and computes nothing."""
+
+    model_id = "simulated-device"
+    weights_sha256 = config_sha256 = "0" * 64
+    ssl_dim, latent_channels, downsample = 384, 3, 4
+    default_blocks = ("up1", "up2")
+    untrained = True
+
+    def __init__(self, rate: float, channel_divisor: int = 1, max_batch: int = 64):
+        self.seconds_per_tile = 0.0 if rate == float("inf") else 1.0 / rate
+        self.alphas_cumprod = scaled_linear_alphas_cumprod(0.0015, 0.0195)
+        self.shapes = {b: (c // channel_divisor, h, w) for b, (c, h, w) in REFERENCE_BLOCKS.items()}
+        self._module = nn.Linear(1, 1)
+        gen = torch.Generator().manual_seed(0)  # made here, before any timing: the device's output buffers
+        self._out = {b: torch.randn((max_batch, *self.shapes[b]), generator=gen).half() for b in self.default_blocks}
+
+    def modules(self):
+        return {"stand_in": self._module}
+
+    def blocks(self):
+        return list(self.shapes)
+
+    def block_shapes(self, tile_size: int):
+        f = tile_size // 256
+        return {b: (c, h * f, w * f) for b, (c, h, w) in self.shapes.items()}
+
+    def encode(self, rgb):
+        time.sleep(self.seconds_per_tile * len(rgb))  # the batch's GPU time, spent where the host waits for it
+        return rgb[:, :3, ::4, ::4]
+
+    def context(self, ssl, batch):
+        return None
+
+    def forward_blocks(self, x, timestep, context, blocks):
+        out = {}
+        for b in blocks:
+            out[b] = self._out[b][: len(x)]  # already in host memory, as after a DMA: no copy
+        return out
+
+
+VERSIONS = ("before", "after", "after, '.' keys")
+VERSIONS_SETUP = {"before": store_io.before_chunk_io, "after": contextlib.nullcontext,
+                  "after, '.' keys": store_io.dot_keys}  # bench/store_io.py's layout proposal
+
+
+def decode_rates(args, bench_source) -> None:
+    """CPU ms per tile to decode each kind of tile, in this process: what decode workers need per tile/s."""
+    source = bench_source(args.tiles, 256, args.stride)
+    print("\ndecode, CPU ms per tile, one process (a decode worker's cost):")
+    for part in source.parts:
+        k = min(len(part), 32)
+        part.load(0)  # an image source decodes its image once per process: that first load is not a tile's cost
+        c = time.thread_time()
+        for i in range(k):
+            part.load(int(i * (len(part) - 1) / max(k - 1, 1)))
+        ms = (time.thread_time() - c) / k * 1e3
+        print(f"  {part.describe().get('kind', type(part).__name__):>10}: {ms:6.2f} ms -> one core decodes "
+              f"{1e3 / ms:,.0f} tiles/s; {args.rate:g} tiles/s needs {args.rate * ms / 1e3:.1f} cores")
+
+
+class Lanes:
+    """Wall and thread-CPU seconds of the loop's lanes, measured around the real calls."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, lane: str, wall: float, cpu: float) -> None:
+        with self._lock:
+            self.wall[lane] = self.wall.get(lane, 0.0) + wall
+            self.cpu[lane] = self.cpu.get(lane, 0.0) + cpu
+
+    def wrap(self, lane: str, fn):
+        def timed(*a, **kw):
+            w, c = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.add(lane, time.perf_counter() - w, time.thread_time() - c)
+        return timed
+
+
+def run_once(args, source, rate: float, divisor: int, store: Path) -> dict:
+    from pathsegdiff.extract.featurize import FeatureConfig, Featurizer
+    from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
+    from pathsegdiff.extract.run.job import build_schema
+    from pathsegdiff.extract.run.loop import extract_tiles
+    from pathsegdiff.store import open_or_create
+
+    device = SimulatedDevice(rate, divisor, args.batch_size)
+    featurizer = Featurizer(device, FeatureConfig(blocks=("up1", "up2"), timesteps=(50, 150)), per_tile=False)
+    cfg = ExtractConfig(model="simulated", features=featurizer.cfg, batch_size=args.batch_size,
+                        decode_workers=args.decode_workers, overwrite=True)
+    schema = build_schema(source, featurizer, cfg)
+    lanes, loop_t = Lanes(), {}
+    shutil.rmtree(store, ignore_errors=True)
+    if not args.decode_workers:  # decoding in the loop's thread: time it there (workers would have to pickle this)
+        source.load = lanes.wrap("decode", type(source).load.__get__(source))
+    featurizer_call = featurizer.__call__
+    with open_or_create(store, schema, source.records, {"bench": "host_rate"}, overwrite=True) as w:
+        w.write = lanes.wrap("writer", w.write)
+        summary = ExtractSummary(str(store), len(source))
+        c0, w0 = time.process_time(), time.perf_counter()
+        main_cpu = time.thread_time()
+        with _wrapped_call(featurizer, lanes.wrap("main: featurizer", featurizer_call)):
+            extract_tiles(source, np.arange(len(source)), w, featurizer, cfg, summary, timings=loop_t)
+        main_cpu = time.thread_time() - main_cpu
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        stages = dict(w.timings)
+    source.__dict__.pop("load", None)
+    n = summary.written
+    return {"n": n, "wall": wall, "cpu": cpu, "main_cpu": main_cpu, "device": device.seconds_per_tile * n,
+            "lanes_wall": lanes.wall, "lanes_cpu": lanes.cpu, "loop": loop_t, "store": stages}
+
+
+@contextlib.contextmanager
+def _wrapped_call(featurizer, fn):
+    """``featurizer(...)`` calls ``fn`` while inside: a subclass on the fly, as ``__call__`` is looked up on the type."""
+    original = type(featurizer)
+    featurizer.__class__ = type("TimedFeaturizer", (original,), {"__call__": lambda self, *a, **kw: fn(*a, **kw)})
+    try:
+        yield
+    finally:
+        featurizer.__class__ = original
+
+
+def summarise(r: dict, rate: float) -> dict:
+    n = r["n"]
+    per = lambda s: s / n * 1e3  # noqa: E731  ms per tile
+    decode = r["lanes_wall"].get("decode", 0.0)
+    feat = r["lanes_wall"].get("main: featurizer", 0.0)
+    lanes = {
+        "main thread (host work)": per(decode + feat - r["device"]),
+        "device (simulated)": per(r["device"]),
+        "writer thread": per(r["lanes_wall"].get("writer", 0.0)),
+    }
+    if r["loop"]["decode"] > decode + 1e-3:  # decode workers: the main thread waited for them
+        lanes["waiting for decode workers"] = per(r["loop"]["decode"] - decode)
+    cpu = {
+        "decode": per(r["lanes_cpu"].get("decode", 0.0)),
+        "featurizer (host)": per(r["lanes_cpu"].get("main: featurizer", 0.0)),
+        "main thread, all": per(r["main_cpu"]),
+        "writer thread": per(r["lanes_cpu"].get("writer", 0.0)),
+        "chunk pool and other threads": per(r["cpu"] - r["main_cpu"] - r["lanes_cpu"].get("writer", 0.0)),
+        "process": per(r["cpu"]),
+    }
+    st = r["store"]
+    store = {k: per(st[k]) for k in ("validate", "encode", "io", "chunks", "status")}
+    return {"tiles_per_s": n / r["wall"], "lanes": lanes, "cpu": cpu, "store": store,
+            "queue_wait": per(r["loop"]["queue"]), "binds": max(lanes, key=lanes.get)}
+
+
+def project(s: dict, cores: int, target: float) -> list[str]:
+    """What a host with ``cores`` cores reaches, lane by lane, from the CPU ms per tile measured here.
+
+    Two lanes are one thread each: the loop (main thread, its decoding moved
+    to workers) and the writer thread (checks, dispatch, status).  Decoding
+    and the chunk pool's checksums and file writes spread over the other cores.
+    """
+    c = s["cpu"]
+    limits = {
+        "main thread (serial)": 1e3 / max(c["main thread, all"] - c["decode"], 1e-9),
+        "writer thread (serial)": 1e3 / max(c["writer thread"], 1e-9),
+        f"decode + chunk I/O on {cores - 2} cores": (cores - 2) * 1e3 / max(c["decode"] + c["chunk pool and other "
+                                                                                        "threads"], 1e-9),
+    }
+    lane = min(limits, key=limits.get)
+    return [f"    {k}: {v:,.0f} tiles/s" for k, v in limits.items()] + [
+        f"    -> {min(limits.values()):,.0f} tiles/s, bound by {lane}; target {target:,.0f}: "
+        f"{'met' if min(limits.values()) >= target else 'NOT met'}"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rate", type=float, default=600.0, help="the simulated device's tiles/s")
+    p.add_argument("--tiles", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--decode-workers", type=int, default=0, help="DataLoader workers (0: decode in the loop)")
+    p.add_argument("--stride", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--project-cores", type=int, default=16)
+    p.add_argument("--only", choices=("float16", "compact"), default=None)
+    p.add_argument("--dir", default=None)
+    args = p.parse_args(argv)
+    from extract import bench_source  # bench/extract.py: the same real H&E tiles
+
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="bench-host-rate-", dir=args.dir))
+    layouts = {"float16": 1, "compact": 8}
+    if args.only:
+        layouts = {args.only: layouts[args.only]}
+    print(f"{args.tiles} tiles (half target_image.png, half .svs JPEG tiles), batch {args.batch_size}, "
+          f"{args.decode_workers} decode workers, simulated device {args.rate:g} tiles/s; medians of "
+          f"{args.rounds} rounds; disk under {work}", flush=True)
+    try:
+        for layout, divisor in layouts.items():
+            results: dict[tuple[str, str], list[dict]] = {}
+            for r in range(args.rounds):
+                for version in VERSIONS[r % 3:] + VERSIONS[: r % 3]:
+                    for label, rate in (("at rate", args.rate), ("ceiling", float("inf"))):
+                        source = bench_source(args.tiles, 256, args.stride)
+                        with VERSIONS_SETUP[version]():
+                            got = summarise(run_once(args, source, rate, divisor, work / "s.zarr"), rate)
+                        results.setdefault((version, label), []).append(got)
+                        print(f"  {layout} round {r + 1} {version:13} {label}: {got['tiles_per_s']:6.1f} tiles/s, "
+                              f"binds: {got['binds']}", flush=True)
+            report(layout, divisor, results, args)
+        decode_rates(args, bench_source)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(layout: str, divisor: int, results: dict, args) -> None:
+    mb = sum(np.prod(REFERENCE_BLOCKS[b]) // divisor for b in ("up1", "up2")) * 2 * 2 / 1e6
+    title = "float16" if divisor == 1 else "compact stand-in (synthetic, 1/8 of the channels)"
+    print(f"\n{title}: {mb:.2f} MB of features per tile")
+    keys = [(v, lbl) for v in VERSIONS for lbl in ("at rate", "ceiling")]
+    med = {k: _median(results[k]) for k in keys}
+    print(f"{'':34}" + "".join(f"{v:>16}" for v, _ in keys))
+    print(f"{'':34}" + "".join(f"{lbl:>16}" for _, lbl in keys))
+    print(f"{'tiles/s':34}" + "".join(f"{med[k]['tiles_per_s']:>16.1f}" for k in keys))
+    print(f"{'device busy (at rate)':34}" + "".join(
+        f"{med[k]['tiles_per_s'] / args.rate:>16.0%}" if k[1] == "at rate" else f"{'':>16}" for k in keys))
+    print("wall ms per tile, by lane (the lanes overlap; the largest binds):")
+    for lane in med[keys[-1]]["lanes"]:
+        print(f"  {lane:32}" + "".join(f"{med[k]['lanes'].get(lane, 0.0):>16.2f}" for k in keys))
+    print(f"  {'main thread waiting for writer':32}" + "".join(f"{med[k]['queue_wait']:>16.2f}" for k in keys))
+    print("  binds: " + ", ".join(f"{v} {lbl}: {results[(v, lbl)][-1]['binds']}" for v, lbl in keys))
+    print("store write, ms per tile (encode and io summed over the chunk pool's threads):")
+    for stage in med[keys[0]]["store"]:
+        print(f"  {stage:32}" + "".join(f"{med[k]['store'][stage]:>16.2f}" for k in keys))
+    print("CPU ms per tile (thread_time):")
+    for lane in med[keys[0]]["cpu"]:
+        print(f"  {lane:32}" + "".join(f"{med[k]['cpu'][lane]:>16.2f}" for k in keys))
+    for version in VERSIONS:
+        print(f"  {version}: a {args.project_cores}-core host, from these CPU costs (2 cores for the loop and "
+              "the writer):")
+        print("\n".join(project(med[(version, "ceiling")], args.project_cores, args.rate)))
+
+
+def _median(runs: list[dict]) -> dict:
+    def walk(parts):
+        first = parts[0]
+        if isinstance(first, dict):
+            return {k: walk([p.get(k, 0.0) for p in parts]) for k in first}
+        if isinstance(first, str):
+            return first
+        return median(parts)
+
+    return walk(runs)
+
+
+if __name__ == "__main__":
+    main()

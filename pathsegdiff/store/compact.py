@@ -1,0 +1,139 @@
+"""``pathsegdiff store compact SRC -o DST --compact PRESET``: a compact copy of a finished float16 store.
+
+The source must be complete and sound: every tile written or failed (none
+todo; resume the extraction first), and ``verify`` finding nothing wrong
+(a damaged tile would otherwise be encoded into a store that looks sound).
+A PCA preset fits its bases on a seeded calibration sample of the source's
+written tiles, spread over slides (``Calibration``).  Every written tile is
+then read, encoded and written; labels, RGB, instances, SSL embeddings,
+latents, the tile table and failed tiles (with their reasons) are carried
+over unchanged.  The destination's identity differs from the source's (its
+``encoding`` and ``basis_sha256``); its provenance names the source.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from pathsegdiff.errors import CorruptStoreError, SchemaError
+from pathsegdiff.store import schema as S
+from pathsegdiff.store.cohort_columns import full_table
+from pathsegdiff.store.create import create_store
+from pathsegdiff.store.encodings import Calibration, bases_sha256, calibration_tiles, fit_bases, parse_preset
+from pathsegdiff.store.reader import FeatureStore, open_store
+from pathsegdiff.store.verify import verify_store
+
+BATCH = 8  # tiles read, encoded and written together
+
+
+@dataclass
+class CompactSummary:
+    source: str
+    destination: str
+    preset: str
+    tiles: int  # written tiles carried over
+    failed: int  # failed tiles carried over (they hold no data)
+    source_feature_bytes: int  # per tile, uncompressed
+    feature_bytes: int
+    seconds: float
+
+    def line(self) -> str:
+        ratio = self.source_feature_bytes / max(self.feature_bytes, 1)
+        return (f"{self.tiles} tiles compacted to {self.preset} ({self.failed} failed tiles carried over): features "
+                f"{self.source_feature_bytes / 2**20:.2f} -> {self.feature_bytes / 2**20:.3f} MiB per tile "
+                f"({ratio:.1f}x fewer bytes), {self.seconds:.1f} s -> {self.destination}")
+
+
+def check_compactable(fs: FeatureStore, where: str | os.PathLike) -> None:
+    """Refuse a store (``fs``, opened from ``where``) that is already compact, unfinished or damaged."""
+    spec = fs.schema.features
+    if not parse_preset(spec.encoding).is_default:
+        raise SchemaError(f"{fs.location}: already {spec.encoding}; compact the float16 store it was made from")
+    todo = int((fs.status() == S.STATUS_TODO).sum())
+    if todo:
+        raise SchemaError(f"{fs.location}: unfinished, {todo} tiles still todo; resume the extraction "
+                          "(rerun the same 'pathsegdiff extract' command) before compacting")
+    report = verify_store(where)
+    if not report.ok:
+        first = report.lines()[:3]
+        raise CorruptStoreError(f"{fs.location}: damaged ({len(report.lines())} problems, e.g. {'; '.join(first)}); "
+                                "run 'pathsegdiff store verify' and re-extract the damaged tiles before compacting")
+
+
+def records(fs: FeatureStore) -> list[S.TileRecord]:
+    """Every row of the tile table, cohort columns included."""
+    t = full_table(fs)
+    return [S.TileRecord(tile_id=str(t["tile_id"][i]), slide_id=str(t["slide_id"][i]), x=int(t["x"][i]),
+                         y=int(t["y"][i]), mpp=float(t["mpp"][i]), split=str(t["split"][i]),
+                         patient=str(t["patient"][i]), level=int(t["level"][i]), annotated=float(t["annotated"][i]))
+            for i in range(len(t["tile_id"]))]
+
+
+def fit_store_bases(fs: FeatureStore, components: int, calibration: Calibration) -> dict:
+    """One basis per block and timestep, on a seeded sample of the written tiles spread over slides."""
+    written = fs.written()
+    slides = np.asarray(fs.table()["slide_id"], dtype=object)[written]
+    sample = written[calibration_tiles([str(s) for s in slides], calibration.tiles, calibration.seed)]
+    features = {(t, b): np.stack([fs.read_features(int(i), t, b) for i in sample])
+                for t in fs.timesteps for b in fs.blocks}
+    return fit_bases(features, components, calibration)
+
+
+def _batch(fs: FeatureStore, idx: np.ndarray) -> S.TileBatch:
+    tiles = [fs.read_tile(int(i)) for i in idx]
+    sch = fs.schema
+
+    def stack(name: str, keep: Any) -> np.ndarray | None:
+        return np.stack([getattr(t, name) for t in tiles]) if keep else None
+
+    return S.TileBatch(
+        features={t: {b: np.stack([x.features[t][b] for x in tiles]) for b in fs.blocks} for t in fs.timesteps},
+        labels=stack("labels", sch.has_labels), instances=stack("instances", sch.store_instances),
+        rgb=stack("rgb", sch.store_rgb), ssl=stack("ssl", sch.ssl_dim), latent=stack("latent", sch.latent_shape),
+    )
+
+
+def compact_store(src: str | os.PathLike, dst: str | os.PathLike, preset: str,
+                  calibration: Calibration = Calibration(), overwrite: bool = False, progress: bool = False,
+                  echo=lambda line: None) -> CompactSummary:
+    """Write a ``preset`` copy of the finished float16 store ``src`` to ``dst``."""
+    t0 = time.perf_counter()
+    encoding = parse_preset(preset)
+    fs = open_store(src)
+    check_compactable(fs, src)
+    if encoding.is_default:
+        raise SchemaError(f"{fs.location}: already float16; choose a compact preset (int8, pcaK, pcaK-int8)")
+    spec = fs.schema.features
+    bases = None
+    if encoding.uses_pca:
+        echo(f"fitting {encoding.name} bases on {calibration.tiles} calibration tiles (seed {calibration.seed})")
+        bases = fit_store_bases(fs, encoding.components, calibration)
+    new_spec = replace(spec, encoding=encoding.name, basis_sha256=bases_sha256(bases) if bases else "")
+    schema = replace(fs.schema, features=new_spec)
+    provenance = {**fs.provenance, "compacted_from": {
+        "store": str(fs.location), "identity": fs.identity, "preset": encoding.name,
+        "calibration": calibration.to_dict() if bases else None}}
+    status = fs.status()
+    written = np.flatnonzero(status == S.STATUS_WRITTEN)
+    failed = np.flatnonzero(status == S.STATUS_FAILED)
+    from tqdm import tqdm
+
+    with create_store(dst, schema, records(fs), provenance, overwrite=overwrite, bases=bases) as w, \
+            tqdm(total=len(written), unit="tile", desc=f"compact {encoding.name}", disable=not progress) as bar:
+        if len(failed):
+            reasons = fs.fail_reasons()
+            ids = fs.tile_ids(failed)
+            w.mark_failed(failed, [reasons.get(str(i), "failed in the source store") for i in ids])
+        for a in range(0, len(written), BATCH):
+            idx = written[a : a + BATCH]
+            w.write(idx, _batch(fs, idx))
+            bar.update(len(idx))
+    out = open_store(dst)
+    return CompactSummary(str(fs.location), str(out.location), encoding.name, len(written), len(failed),
+                          fs.schema.feature_bytes_per_tile(), out.schema.feature_bytes_per_tile(),
+                          time.perf_counter() - t0)

@@ -1,0 +1,133 @@
+"""A store's compact encoding at work: its PCA bases, encoding a checked batch, decoding what is read.
+
+``schema.FeatureSpec.encoding`` names the preset (``store/encodings/``);
+this module applies it to a store's arrays:
+
+- ``features/t<T>/<block>`` holds the stored values: float16 features
+  (float16), int8 codes (int8), float16 or int8 PCA coefficients (pcaK,
+  pcaK-int8), one chunk per tile;
+- ``features/t<T>/<block>.scale_offset`` (int8 presets): (tile, 2, K)
+  float32, the scale and offset of each channel of each tile;
+- ``pca/t<T>/<block>/{mean,components,explained}`` (pca presets): the basis,
+  written when the store is created and never after.
+
+docs/store-format.md shows the same decoding in plain numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pathsegdiff.errors import CorruptStoreError, SchemaError
+from pathsegdiff.store import schema as S
+from pathsegdiff.store.codecs import checked_codecs
+from pathsegdiff.store.encodings import Encoding, PCABasis, bases_sha256, decode_block, encode_block, parse_preset
+
+BlockKey = tuple[int, str]
+
+
+class StoreEncoding:
+    """The encoding of one store: its preset and, for PCA presets, one basis per (timestep, block)."""
+
+    def __init__(self, spec: S.FeatureSpec, bases: Mapping[BlockKey, PCABasis] | None = None):
+        self.spec = spec
+        self.encoding: Encoding = parse_preset(spec.encoding)
+        self.bases = dict(bases or {})
+        check_bases(spec, self.bases)
+
+    @property
+    def is_default(self) -> bool:
+        return self.encoding.is_default
+
+    def basis(self, t: int, block: str) -> PCABasis | None:
+        return self.bases.get((int(t), block)) if self.encoding.uses_pca else None
+
+    def stored_arrays(self, t: int, block: str) -> list[str]:
+        """The arrays one block at one timestep is stored in: its values, then its scale/offset (int8)."""
+        names = [S.feature_path(t, block)]
+        return names + [S.scale_offset_path(t, block)] if self.encoding.int8 else names
+
+    def encode(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Checked arrays (feature path -> (B, C, h, w) features) -> the arrays to write, encoded."""
+        if self.is_default:
+            return arrays
+        out = dict(arrays)
+        for t in self.spec.timesteps:
+            for b in self.spec.blocks:
+                path = S.feature_path(t, b.name)
+                enc = encode_block(arrays[path], self.encoding, self.basis(t, b.name))
+                out[path] = enc.values
+                if enc.quant is not None:
+                    out[S.scale_offset_path(t, b.name)] = enc.quant
+        return out
+
+    def decode(self, t: int, block: str, stored: list[np.ndarray], coefficients: bool = False) -> np.ndarray:
+        """``stored`` (the arrays of ``stored_arrays``, for one tile or a batch) -> features (or coefficients)."""
+        if self.is_default:
+            return stored[0]
+        single = stored[0].ndim == 3  # one tile (K, h, w), else a batch (B, K, h, w)
+        batch = [x[None] if single else x for x in stored]
+        quant = batch[1] if len(batch) == 2 else None
+        out = decode_block(batch[0], self.encoding, quant, self.basis(t, block), coefficients=coefficients)
+        return out[0] if single else out
+
+
+def check_bases(spec: S.FeatureSpec, bases: Mapping[BlockKey, PCABasis]) -> None:
+    """A PCA store has one basis per block and timestep, of the block's channels, matching ``basis_sha256``."""
+    enc = parse_preset(spec.encoding)
+    if not enc.uses_pca:
+        if bases:
+            raise SchemaError(f"encoding {enc.name} takes no PCA basis")
+        return
+    want = {(t, b.name): b for t in spec.timesteps for b in spec.blocks}
+    if set(bases) != set(want):
+        raise SchemaError(f"encoding {enc.name} needs one PCA basis per block and timestep: "
+                          f"missing {sorted(set(want) - set(bases))}, unknown {sorted(set(bases) - set(want))}")
+    for key, basis in bases.items():
+        if basis.channels != want[key].channels or basis.k != enc.stored_channels(want[key].channels):
+            raise SchemaError(f"PCA basis of t{key[0]}/{key[1]} is {basis.k}x{basis.channels}, expected "
+                              f"{enc.stored_channels(want[key].channels)}x{want[key].channels}")
+    if spec.basis_sha256 and bases_sha256(bases) != spec.basis_sha256:
+        raise SchemaError(f"the PCA bases do not match the spec's basis_sha256 {spec.basis_sha256[:16]}...")
+
+
+def create_encoding_arrays(group: zarr.Group, spec: S.FeatureSpec, n: int, bases: Mapping[BlockKey, PCABasis],
+                           tile_array) -> None:
+    """The scale/offset arrays (one chunk per tile, via ``tile_array``) and the PCA bases (written now)."""
+    enc = parse_preset(spec.encoding)
+    check_bases(spec, bases)
+    for t in spec.timesteps:
+        for b in spec.blocks:
+            k = enc.stored_channels(b.channels)
+            if enc.int8:
+                tile_array(S.scale_offset_path(t, b.name), (2, k), "float32",
+                           ("scale_offset", f"{'k' if enc.uses_pca else 'c'}_{b.name}"), checked_codecs())
+            if enc.uses_pca:
+                basis = bases[(t, b.name)]
+                for part, dims in (("mean", (f"c_{b.name}",)), ("components", (f"k_{b.name}", f"c_{b.name}")),
+                                   ("explained", (f"k_{b.name}",))):
+                    data = getattr(basis, part)
+                    arr = group.create_array(S.pca_path(t, b.name, part), shape=data.shape, chunks=data.shape,
+                                             dtype="float32", fill_value=float("nan"), dimension_names=dims,
+                                             **checked_codecs())
+                    arr[...] = data
+
+
+def read_bases(read: Any, spec: S.FeatureSpec) -> dict[BlockKey, PCABasis]:
+    """The PCA bases of a store; ``read(name)`` returns a whole array (the reader's ``_read(name, slice(None))``)."""
+    if not parse_preset(spec.encoding).uses_pca:
+        return {}
+    bases = {}
+    for t in spec.timesteps:
+        for b in spec.blocks:
+            parts = {p: np.asarray(read(S.pca_path(t, b.name, p))) for p in ("mean", "components", "explained")}
+            if not all(np.isfinite(v).all() for v in parts.values()):
+                raise CorruptStoreError(f"the PCA basis of t{t}/{b.name} is missing or damaged")
+            bases[(t, b.name)] = PCABasis(**parts)
+    if spec.basis_sha256 and bases_sha256(bases) != spec.basis_sha256:
+        raise CorruptStoreError(f"the PCA bases do not match the store's basis_sha256 ({spec.basis_sha256[:16]}...)")
+    return bases
