@@ -161,14 +161,12 @@ def run_once(args, source, rate: float, divisor: int, store: Path) -> dict:
     shutil.rmtree(store, ignore_errors=True)
     if not args.decode_workers:  # decoding in the loop's thread: time it there (workers would have to pickle this)
         source.load = lanes.wrap("decode", type(source).load.__get__(source))
-    featurizer_call = featurizer.__call__
     with open_or_create(store, schema, source.records, {"bench": "host_rate"}, overwrite=True) as w:
         w.write = lanes.wrap("writer", w.write)
         summary = ExtractSummary(str(store), len(source))
         c0, w0 = time.process_time(), time.perf_counter()
         main_cpu = time.thread_time()
-        with _wrapped_call(featurizer, lanes.wrap("main: featurizer", featurizer_call)):
-            extract_tiles(source, np.arange(len(source)), w, featurizer, cfg, summary, timings=loop_t)
+        extract_tiles(source, np.arange(len(source)), w, _Timed(featurizer, lanes), cfg, summary, timings=loop_t)
         main_cpu = time.thread_time() - main_cpu
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         stages = dict(w.timings)
@@ -178,15 +176,17 @@ def run_once(args, source, rate: float, divisor: int, store: Path) -> dict:
             "lanes_wall": lanes.wall, "lanes_cpu": lanes.cpu, "loop": loop_t, "store": stages}
 
 
-@contextlib.contextmanager
-def _wrapped_call(featurizer, fn):
-    """``featurizer(...)`` calls ``fn`` while inside: a subclass on the fly, as ``__call__`` is looked up on the type."""
-    original = type(featurizer)
-    featurizer.__class__ = type("TimedFeaturizer", (original,), {"__call__": lambda self, *a, **kw: fn(*a, **kw)})
-    try:
-        yield
-    finally:
-        featurizer.__class__ = original
+class _Timed:
+    """The featurizer, its calls timed as the main thread's ``featurizer`` lane."""
+
+    def __init__(self, featurizer, lanes: Lanes):
+        self._featurizer, self._call = featurizer, lanes.wrap("main: featurizer", featurizer.__call__)
+
+    def __call__(self, *a, **kw):
+        return self._call(*a, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._featurizer, name)
 
 
 def summarise(r: dict, rate: float) -> dict:

@@ -7,8 +7,11 @@ of a BatchNorm are a reduction over the last axis.
 A BatchNorm is an affine map per channel (with the batch's statistics while
 training, the running ones at inference), so :func:`normalised_linear` folds
 it into the weights of the linear layer that follows: ``linear(norm(x))``
-without building the normalised (k, C, N) tensor, which saves a memory pass
-and, while training, the activation autograd would keep for backward.
+without building the normalised (k, C, N) tensor.  While training, its
+backward is written out (:class:`_BatchNormLinear`) so that it allocates one
+(k, C, N) tensor where autograd's allocates four: on the CPU a fresh tensor of
+that size (160 MiB in the demo) costs more in page faults than the arithmetic
+done on it.
 """
 
 from __future__ import annotations
@@ -18,30 +21,7 @@ import math
 import torch
 from torch import nn
 
-
-class _BatchMoments(torch.autograd.Function):
-    """Mean and biased variance over the last axis of (k, C, N).
-
-    The same as ``torch.var_mean(x, dim=-1, correction=0)``, with a backward
-    that allocates one tensor the size of ``x`` where autograd's allocates four
-    (a training step's peak memory is set there).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        var, mean = torch.var_mean(x, dim=-1, correction=0)
-        ctx.save_for_backward(x, mean)
-        return mean, var
-
-    @staticmethod
-    def backward(ctx, grad_mean: torch.Tensor | None, grad_var: torch.Tensor | None) -> torch.Tensor:
-        x, mean = ctx.saved_tensors
-        n = x.shape[-1]
-        grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
-        grad_var = torch.zeros_like(mean) if grad_var is None else grad_var
-        # d mean / dx = 1/n and d var / dx = 2 (x - mean) / n, so grad = a x + c per (member, channel).
-        a = (2 / n) * grad_var
-        return torch.addcmul((grad_mean / n - a * mean).unsqueeze(-1), x, a.unsqueeze(-1))
+PIXELS_PER_PASS = 2048  # the variance visits the pixels in slices this wide: small temporaries
 
 
 class StackedLinear(nn.Module):
@@ -77,28 +57,67 @@ class StackedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(k, channels))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
-    def affine(self, x: torch.Tensor, batch_stats: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, shift), each (k, C), such that the norm of ``x`` is ``x * scale + shift``.
-
-        With ``batch_stats`` the statistics are those of ``x`` (k, C, N) and the
-        running ones are updated as ``nn.BatchNorm1d`` does (unbiased variance).
-        """
-        if batch_stats:
-            mean, var = _BatchMoments.apply(x)
-            with torch.no_grad():
-                n = x.shape[2]
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * (n / max(n - 1, 1)), self.momentum)
-                self.num_batches_tracked += 1
-        else:
-            mean, var = self.running_mean, self.running_var
-        scale = self.weight * (var + self.eps).rsqrt()
-        return scale, self.bias - mean * scale
+    @torch.no_grad()
+    def batch_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and biased variance (k, C) of ``x`` (k, C, N); the running ones updated as ``nn.BatchNorm1d`` does."""
+        n = x.shape[2]
+        mean = x.sum(dim=2) / n
+        var = sum(((x[..., s : s + PIXELS_PER_PASS] - mean.unsqueeze(-1)) ** 2).sum(dim=2)
+                  for s in range(0, n, PIXELS_PER_PASS)) / n  # two passes: no cancellation
+        self.running_mean.lerp_(mean, self.momentum)
+        self.running_var.lerp_(var * (n / max(n - 1, 1)), self.momentum)  # unbiased, as BatchNorm keeps it
+        self.num_batches_tracked += 1
+        return mean, var
 
 
 def normalised_linear(norm: StackedBatchNorm, linear: StackedLinear, x: torch.Tensor,
                       batch_stats: bool) -> torch.Tensor:
-    """``linear(norm(x))`` for (k, C, N) ``x``: (k, out, N), the norm folded into the linear weights."""
-    scale, shift = norm.affine(x, batch_stats)  # (k, C) each
+    """``linear(norm(x))`` for (k, C, N) ``x``: (k, out, N), the norm folded into the linear weights.
+
+    ``batch_stats``: normalise with the statistics of ``x`` (training), else the running ones.
+    """
+    if batch_stats:
+        mean, var = norm.batch_moments(x)
+        return _BatchNormLinear.apply(x, mean, var, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps)
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()  # (k, C)
+    shift = norm.bias - norm.running_mean * scale
     bias = torch.baddbmm(linear.bias.unsqueeze(-1), linear.weight, shift.unsqueeze(-1))  # (k, out, 1)
     return torch.baddbmm(bias, linear.weight * scale.unsqueeze(1), x)
+
+
+class _BatchNormLinear(torch.autograd.Function):
+    """``y = W' x + b'``: a BatchNorm with x's own statistics folded into the linear layer after it.
+
+    ``W' = W * scale`` and ``b' = b + W shift`` with ``scale = gamma / sqrt(var + eps)`` and
+    ``shift = beta - mean * scale``; ``mean`` and ``var`` (k, C) are x's over its N pixels,
+    computed by the caller, and the backward counts x's path to y through them.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mean, var, gamma, beta, weight, bias, eps):
+        invstd = (var + eps).rsqrt()
+        scale = gamma * invstd
+        shift = beta - mean * scale
+        folded = weight * scale.unsqueeze(1)  # (k, out, C)
+        ctx.save_for_backward(x, mean, invstd, gamma, scale, shift, weight, folded)
+        b = torch.baddbmm(bias.unsqueeze(-1), weight, shift.unsqueeze(-1))  # (k, out, 1)
+        return torch.baddbmm(b, folded, x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, mean, invstd, gamma, scale, shift, weight, folded = ctx.saved_tensors
+        n = x.shape[2]
+        grad_b = grad_y.sum(dim=2)  # (k, out): b' and b alike
+        grad_folded = torch.bmm(grad_y, x.transpose(1, 2))  # (k, out, C)
+        grad_weight = grad_folded * scale.unsqueeze(1) + grad_b.unsqueeze(2) * shift.unsqueeze(1)
+        grad_shift = torch.bmm(weight.transpose(1, 2), grad_b.unsqueeze(2)).squeeze(2)  # (k, C)
+        grad_scale = (grad_folded * weight).sum(dim=1) - mean * grad_shift  # shift depends on scale too
+        grad_mean = -scale * grad_shift
+        grad_var = -0.5 * grad_scale * gamma * invstd**3
+        # x reaches y directly and through mean and var: d mean/dx = 1/n, d var/dx = 2 (x - mean)/n,
+        # so the indirect part is a x + c per (member, channel), added in place.
+        a = (2 / n) * grad_var
+        c = grad_mean / n - a * mean
+        grad_x = torch.bmm(folded.transpose(1, 2), grad_y)  # (k, C, N): the one large new tensor
+        grad_x.addcmul_(x, a.unsqueeze(-1)).add_(c.unsqueeze(-1))
+        return grad_x, None, None, grad_scale * invstd, grad_shift, grad_weight, grad_b, None

@@ -11,7 +11,7 @@ from pathsegdiff.store import BlockSpec
 from pathsegdiff.train_head import mlp
 from pathsegdiff.train_head.checkpoint import HeadMeta, build_head, load_head, save_head
 from pathsegdiff.train_head.heads import HeadConfig
-from pathsegdiff.train_head.stacked import StackedBatchNorm, StackedLinear, normalised_linear
+from pathsegdiff.train_head.stacked import StackedBatchNorm, StackedLinear, _BatchNormLinear, normalised_linear
 
 # Three blocks: coarser than, finer than and at the label resolution.
 BLOCKS = (BlockSpec("up1", 5, 4, 4), BlockSpec("up2", 3, 8, 8), BlockSpec("up3", 2, 16, 16))
@@ -174,11 +174,16 @@ def test_a_seed_gives_the_weights_separate_members_drew():
     assert all(torch.equal(head[k], v) for k, v in reference.items())
 
 
-def test_normalised_linear_backward_matches_autograd():
+def test_the_written_out_backward_matches_numerical_gradients():
     torch.manual_seed(0)
-    norm, linear = StackedBatchNorm(2, 3).double(), StackedLinear(2, 3, 4).double()
-    x = torch.randn(2, 3, 9, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: normalised_linear(norm, linear, x, batch_stats=True), (x,))
+    x = torch.rand(2, 3, 9, dtype=torch.double, requires_grad=True)  # non-negative, as after a ReLU
+    params = [torch.randn(*shape, dtype=torch.double, requires_grad=True) for shape in ((2, 3), (2, 3), (2, 4, 3), (2, 4))]
+
+    def norm_then_linear(x, gamma, beta, weight, bias):
+        mean, var = x.mean(2), x.var(2, correction=0)  # x's own statistics, as while training
+        return _BatchNormLinear.apply(x, mean, var, gamma, beta, weight, bias, 1e-5)
+
+    assert torch.autograd.gradcheck(norm_then_linear, (x, *params))
 
 
 @pytest.mark.parametrize("batch_stats", [True, False])

@@ -28,6 +28,7 @@ class ExtractConfig:
     skip_errors: bool = False
     overwrite: bool = False
     store_latent: bool = False
+    compile: bool = False  # torch.compile (inductor), channels-last inputs; eager with one warning line if it fails
     queue_batches: int = 4  # computed batches waiting for the writer
 
     def __post_init__(self) -> None:

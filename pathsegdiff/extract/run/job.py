@@ -37,7 +37,8 @@ from pathsegdiff.store.lock import StoreLock
 
 def load_featurizer(cfg: ExtractConfig, backbone=None) -> Featurizer:
     """The run's featurizer; ``backbone``: an already-built model instead of loading ``cfg.model``."""
-    return Featurizer.load(cfg.model, cfg.conditioning, cfg.features, cfg.device, cfg.dtype, backbone=backbone)
+    return Featurizer.load(cfg.model, cfg.conditioning, cfg.features, cfg.device, cfg.dtype, backbone=backbone,
+                           compile=cfg.compile)
 
 
 def model_facts(featurizer: Featurizer) -> dict:
