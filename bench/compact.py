@@ -214,7 +214,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--jobs", type=int, default=2, help="training processes at once (one torch thread each)")
     a = p.parse_args()
+    from pathsegdiff.store import FeatureSpec
     from pathsegdiff.train_head.compare import compare_runs
+
+    if "encoding" not in FeatureSpec.__dataclass_fields__:
+        sys.exit("compact encodings are not integrated into the store yet (issue 14, phase B): nothing to measure")
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

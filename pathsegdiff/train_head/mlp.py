@@ -102,13 +102,14 @@ class PixelMLPEnsemble(SegHead):
     def _logits(self, pixels: torch.Tensor, batch_stats: bool) -> torch.Tensor:
         """Every member's logits (k, K, N) from N pixels' feature vectors, each ending in a 1: (C+1, N)."""
         first = torch.cat([*(self.first[b.name] for b in self.config.blocks), self.first_bias.unsqueeze(-1)], 2)
-        # (k, h0, C+1) @ (C+1, N): one matmul for all members, the trailing 1 adds the bias.  matmul's
-        # output is no autograd view, so relu_ below stays cheap in backward (on a view it copies).
-        z = torch.matmul(first, pixels)  # (k, h0, N)
+        n = pixels.shape[1]
+        # (k, h0, C+1) @ (C+1, P) per chunk of pixels: one matmul for all members, the trailing 1 adds the
+        # bias.  matmul's output is no autograd view, so relu_ below stays cheap in backward.
+        zs = [torch.matmul(first, pixels[:, s : s + PIXELS_PER_CHUNK]) for s in range(0, n, PIXELS_PER_CHUNK)]
         for norm, linear in zip(self.norms, self.linears):
             # In place: neither matmul's nor baddbmm's backward needs its output.
-            z = normalised_linear(norm, linear, z.relu_(), batch_stats)
-        return z
+            zs = normalised_linear(norm, linear, [z.relu_() for z in zs], batch_stats)
+        return torch.cat(zs, dim=2)
 
     def _pixels(self, stacked: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
         """(C+1, B*P): the feature vectors at flat pixels ``idx`` (B, P) of the tiles, each ending in a 1."""

@@ -1,17 +1,18 @@
 """k independent layers run as one: the building blocks of the batched pixel-MLP ensemble.
 
 Activations are laid out (k, channels, pixels): member first, so every layer
-is one batched matmul (``baddbmm``) over the member axis, and the statistics
-of a BatchNorm are a reduction over the last axis.
+is one batched matmul (``baddbmm``) over the member axis.  A batch of pixels
+is a list of chunks of a few thousand pixels: on the CPU a fresh tensor of
+the whole batch (160 MiB in the demo) costs more in page faults than the
+arithmetic done on it, while chunk-sized blocks are reused by the allocator.
 
 A BatchNorm is an affine map per channel (with the batch's statistics while
 training, the running ones at inference), so :func:`normalised_linear` folds
 it into the weights of the linear layer that follows: ``linear(norm(x))``
-without building the normalised (k, C, N) tensor.  While training, its
-backward is written out (:class:`_BatchNormLinear`) so that it allocates one
-(k, C, N) tensor where autograd's allocates four: on the CPU a fresh tensor of
-that size (160 MiB in the demo) costs more in page faults than the arithmetic
-done on it.
+without building the normalised tensor.  While training, its backward is
+written out (:class:`_BatchNormLinear`): the statistics span every chunk, and
+autograd's own backward of them would allocate several more tensors the size
+of the input.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import math
 
 import torch
 from torch import nn
-
-PIXELS_PER_PASS = 2048  # the variance visits the pixels in slices this wide: small temporaries
 
 
 class StackedLinear(nn.Module):
@@ -58,57 +57,61 @@ class StackedBatchNorm(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
     @torch.no_grad()
-    def batch_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and biased variance (k, C) of ``x`` (k, C, N); the running ones updated as ``nn.BatchNorm1d`` does."""
-        n = x.shape[2]
-        mean = x.sum(dim=2) / n
-        var = sum(((x[..., s : s + PIXELS_PER_PASS] - mean.unsqueeze(-1)) ** 2).sum(dim=2)
-                  for s in range(0, n, PIXELS_PER_PASS)) / n  # two passes: no cancellation
+    def batch_moments(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and biased variance (k, C) over the pixels of the chunks ``xs`` (k, C, n_i).
+
+        The running statistics are updated as ``nn.BatchNorm1d`` updates them.
+        """
+        n = sum(x.shape[2] for x in xs)
+        mean = sum(x.sum(dim=2) for x in xs) / n
+        var = sum(((x - mean.unsqueeze(-1)) ** 2).sum(dim=2) for x in xs) / n  # two passes: no cancellation
         self.running_mean.lerp_(mean, self.momentum)
         self.running_var.lerp_(var * (n / max(n - 1, 1)), self.momentum)  # unbiased, as BatchNorm keeps it
         self.num_batches_tracked += 1
         return mean, var
 
 
-def normalised_linear(norm: StackedBatchNorm, linear: StackedLinear, x: torch.Tensor,
-                      batch_stats: bool) -> torch.Tensor:
-    """``linear(norm(x))`` for (k, C, N) ``x``: (k, out, N), the norm folded into the linear weights.
+def normalised_linear(norm: StackedBatchNorm, linear: StackedLinear, xs: list[torch.Tensor],
+                      batch_stats: bool) -> list[torch.Tensor]:
+    """``linear(norm(x))`` for x given as chunks (k, C, n_i): chunks (k, out, n_i), the norm folded in.
 
-    ``batch_stats``: normalise with the statistics of ``x`` (training), else the running ones.
+    ``batch_stats``: normalise with the statistics of all the chunks (training), else the running ones.
     """
     if batch_stats:
-        mean, var = norm.batch_moments(x)
-        return _BatchNormLinear.apply(x, mean, var, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps)
+        mean, var = norm.batch_moments(xs)
+        return list(_BatchNormLinear.apply(mean, var, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps,
+                                           *xs))
     scale = norm.weight * (norm.running_var + norm.eps).rsqrt()  # (k, C)
     shift = norm.bias - norm.running_mean * scale
     bias = torch.baddbmm(linear.bias.unsqueeze(-1), linear.weight, shift.unsqueeze(-1))  # (k, out, 1)
-    return torch.baddbmm(bias, linear.weight * scale.unsqueeze(1), x)
+    folded = linear.weight * scale.unsqueeze(1)
+    return [torch.baddbmm(bias, folded, x) for x in xs]
 
 
 class _BatchNormLinear(torch.autograd.Function):
     """``y = W' x + b'``: a BatchNorm with x's own statistics folded into the linear layer after it.
 
     ``W' = W * scale`` and ``b' = b + W shift`` with ``scale = gamma / sqrt(var + eps)`` and
-    ``shift = beta - mean * scale``; ``mean`` and ``var`` (k, C) are x's over its N pixels,
-    computed by the caller, and the backward counts x's path to y through them.
+    ``shift = beta - mean * scale``; ``mean`` and ``var`` (k, C) are those of all the chunks
+    of x, computed by the caller, and the backward counts x's path to y through them.
     """
 
     @staticmethod
-    def forward(ctx, x, mean, var, gamma, beta, weight, bias, eps):
+    def forward(ctx, mean, var, gamma, beta, weight, bias, eps, *xs):
         invstd = (var + eps).rsqrt()
         scale = gamma * invstd
         shift = beta - mean * scale
         folded = weight * scale.unsqueeze(1)  # (k, out, C)
-        ctx.save_for_backward(x, mean, invstd, gamma, scale, shift, weight, folded)
+        ctx.save_for_backward(mean, invstd, gamma, scale, shift, weight, folded, *xs)
         b = torch.baddbmm(bias.unsqueeze(-1), weight, shift.unsqueeze(-1))  # (k, out, 1)
-        return torch.baddbmm(b, folded, x)
+        return tuple(torch.baddbmm(b, folded, x) for x in xs)
 
     @staticmethod
-    def backward(ctx, grad_y):
-        x, mean, invstd, gamma, scale, shift, weight, folded = ctx.saved_tensors
-        n = x.shape[2]
-        grad_b = grad_y.sum(dim=2)  # (k, out): b' and b alike
-        grad_folded = torch.bmm(grad_y, x.transpose(1, 2))  # (k, out, C)
+    def backward(ctx, *grad_ys):
+        mean, invstd, gamma, scale, shift, weight, folded, *xs = ctx.saved_tensors
+        n = sum(x.shape[2] for x in xs)
+        grad_b = sum(g.sum(dim=2) for g in grad_ys)  # (k, out): b' and b alike
+        grad_folded = sum(torch.bmm(g, x.transpose(1, 2)) for g, x in zip(grad_ys, xs))  # (k, out, C)
         grad_weight = grad_folded * scale.unsqueeze(1) + grad_b.unsqueeze(2) * shift.unsqueeze(1)
         grad_shift = torch.bmm(weight.transpose(1, 2), grad_b.unsqueeze(2)).squeeze(2)  # (k, C)
         grad_scale = (grad_folded * weight).sum(dim=1) - mean * grad_shift  # shift depends on scale too
@@ -116,8 +119,7 @@ class _BatchNormLinear(torch.autograd.Function):
         grad_var = -0.5 * grad_scale * gamma * invstd**3
         # x reaches y directly and through mean and var: d mean/dx = 1/n, d var/dx = 2 (x - mean)/n,
         # so the indirect part is a x + c per (member, channel), added in place.
-        a = (2 / n) * grad_var
-        c = grad_mean / n - a * mean
-        grad_x = torch.bmm(folded.transpose(1, 2), grad_y)  # (k, C, N): the one large new tensor
-        grad_x.addcmul_(x, a.unsqueeze(-1)).add_(c.unsqueeze(-1))
-        return grad_x, None, None, grad_scale * invstd, grad_shift, grad_weight, grad_b, None
+        a = ((2 / n) * grad_var).unsqueeze(-1)
+        c = (grad_mean / n).unsqueeze(-1) - a * mean.unsqueeze(-1)
+        grad_xs = [torch.bmm(folded.transpose(1, 2), g).addcmul_(x, a).add_(c) for g, x in zip(grad_ys, xs)]
+        return None, None, grad_scale * invstd, grad_shift, grad_weight, grad_b, None, *grad_xs

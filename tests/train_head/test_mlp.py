@@ -82,7 +82,9 @@ def pair(seed: int = 0, **kw) -> tuple[mlp.PixelMLPEnsemble, LoopEnsemble]:
     return head, reference
 
 
-def test_batched_training_step_equals_the_loop_over_members():
+@pytest.mark.parametrize("chunk", [mlp.PIXELS_PER_CHUNK, 7])  # one chunk of 120 pixels, or 18 chunks
+def test_batched_training_step_equals_the_loop_over_members(chunk, monkeypatch):
+    monkeypatch.setattr(mlp, "PIXELS_PER_CHUNK", chunk)
     head, reference = pair(pixels_per_tile=40)
     x, labels = features(), torch.randint(0, K, (3, SIZE, SIZE))
     labels[0, :4] = 255
@@ -181,7 +183,8 @@ def test_the_written_out_backward_matches_numerical_gradients():
 
     def norm_then_linear(x, gamma, beta, weight, bias):
         mean, var = x.mean(2), x.var(2, correction=0)  # x's own statistics, as while training
-        return _BatchNormLinear.apply(x, mean, var, gamma, beta, weight, bias, 1e-5)
+        chunks = (x[..., :4], x[..., 4:])  # the pixels come in chunks; the statistics span them
+        return torch.cat(_BatchNormLinear.apply(mean, var, gamma, beta, weight, bias, 1e-5, *chunks), 2)
 
     assert torch.autograd.gradcheck(norm_then_linear, (x, *params))
 
@@ -196,7 +199,7 @@ def test_normalised_linear_is_batchnorm_then_linear(batch_stats):
         norm.running_var.uniform_(0.5, 2)
     before = {k: v.clone() for k, v in norm.state_dict().items()}
     x = torch.randn(2, 3, 50)
-    have = normalised_linear(norm, linear, x, batch_stats)  # (k, out, N)
+    have = torch.cat(normalised_linear(norm, linear, [x[..., :20], x[..., 20:]], batch_stats), 2)  # (k, out, N)
     for m in range(2):
         bn = nn.BatchNorm1d(3).train(batch_stats)
         bn.load_state_dict({k: v if k == "num_batches_tracked" else v[m] for k, v in before.items()})
