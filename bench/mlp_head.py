@@ -4,7 +4,7 @@ Synthetic features of the demo's shapes (``tiny`` model: up1 64x32x32 and up2
 48x64x64 at t = 50, 150; 256 px tiles; 3 classes; 132 train and 21 val tiles,
 batch 8) and the default head (10 members, hidden 256, 128, 2048 sampled
 pixels per tile).  Each implementation runs in its own child process, once per
-phase, so that peak RSS (``ru_maxrss``) is that phase's own:
+phase, so that peak RSS (VmHWM) is that phase's own:
 
   * ``train``: one epoch of training steps (sampled pixels, loss, backward, AdamW);
   * ``val``: ``predict`` (majority vote over full maps) on the val tiles, what
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -157,9 +156,14 @@ def batch(step: int, n: int) -> tuple[dict, torch.Tensor]:
     return feats, labels
 
 
-def rss_mib() -> float:
+def rss_mib(field: str = "VmRSS") -> float:
+    """This process's resident memory now (VmRSS) or at its peak (VmHWM), from /proc (Linux).
+
+    Not ``ru_maxrss``: Linux carries the parent's RSS at fork into a child's
+    ``ru_maxrss`` across exec, so a child's small peak would read as the parent's size.
+    """
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
 def child(impl: str, phase: str, tiles: int) -> dict:
@@ -189,7 +193,7 @@ def child(impl: str, phase: str, tiles: int) -> dict:
             t0, c0 = time.perf_counter(), time.process_time()
             head.predict(feats)
             seconds, cpu = seconds + time.perf_counter() - t0, cpu + time.process_time() - c0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    peak = rss_mib("VmHWM")
     return {"seconds": seconds, "cpu_s": cpu, "peak_rss_mib": peak, "growth_mib": peak - before}
 
 

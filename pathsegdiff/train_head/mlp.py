@@ -9,7 +9,8 @@ shared input, each later layer one ``baddbmm``.  Memory stays bounded:
 * training samples ``pixels_per_tile`` labelled pixels per tile and reads
   their feature vectors by bilinear sampling of the native-resolution maps
   (``grid_sample`` at pixel centres equals ``interpolate`` then indexing), so
-  the (B, C, H, W) upsampled tensor is never built;
+  the (B, C, H, W) upsampled tensor is never built, and runs the layers on
+  chunks of ``PIXELS_PER_CHUNK`` of them (:mod:`stacked` says why);
 * inference reads the feature vectors the same way, for ``PIXELS_PER_CHUNK``
   pixels of one tile at a time, so its memory does not grow with the tile.
   Applying the first layer before upsampling (the two commute) needs fewer
@@ -33,8 +34,8 @@ from torch import nn
 from pathsegdiff.train_head.heads import Features, HeadConfig, SegHead
 from pathsegdiff.train_head.stacked import StackedBatchNorm, StackedLinear, normalised_linear
 
-# 2048 pixels of 10 members x 256 units are 20 MiB of activations; on the
-# demo's shapes chunks of 1024 to 8192 pixels took about the same CPU time.
+# Pixels per chunk the layers run on, in training (the BatchNorm statistics
+# span all chunks) and at inference: 10 members x 256 units are 20 MiB.
 PIXELS_PER_CHUNK = 2048
 
 
