@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from pathsegdiff.store.schema import parse_codec
@@ -18,7 +19,7 @@ from pathsegdiff.store.schema import parse_codec
 def feature_codecs(name: str, dtype: str) -> dict[str, Any]:
     """``filters``/``compressors`` keyword arguments for ``zarr.create_array``."""
     parse_codec(name)
-    typesize = 2 if dtype == "float16" else 4
+    typesize = np.dtype(dtype).itemsize  # 1 for int8 values, 2 for float16, 4 for float32
     filters: list[Any] = []
     compressors: list[Any] = []
     if name == "lz4":

@@ -28,6 +28,8 @@ from pathsegdiff.errors import (
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.codecs import checked_codecs, feature_codecs
 from pathsegdiff.store.cohort_columns import create_columns, write_columns
+from pathsegdiff.store.encoded import StoreEncoding, create_encoding_arrays
+from pathsegdiff.store.encodings import parse_preset
 from pathsegdiff.store.grow import begin_append, check_same_layout, finish_append, new_tiles, recover_interrupted_append
 from pathsegdiff.store.location import Location, open_zarr_store, parse_location
 from pathsegdiff.store.lock import StoreLock
@@ -36,7 +38,7 @@ from pathsegdiff.store.write_errors import write_errors
 from pathsegdiff.store.writer import StoreWriter, write_table
 
 
-def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int) -> None:
+def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int, bases: dict) -> None:
     table = min(S.TABLE_CHUNK, max(n, 1)) if sch.n_tiles is not None else S.TABLE_CHUNK
     for col, dtype in S.TILE_COLUMNS.items():
         fill = "" if dtype == "str" else (np.nan if dtype.startswith("float") else 0)
@@ -54,17 +56,24 @@ def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int) -> None:
 
     def tile_array(name: str, shape: tuple, dtype: str, dims: tuple, codecs: dict) -> None:
         # Float arrays are filled with NaN: written values are always finite, so a NaN
-        # read back means a chunk is missing, never data.
+        # read back means a chunk is missing, never data.  Chunk keys "c.<tile>.0.0"
+        # (one file per chunk in one directory) rather than "c/<tile>/0/0": the
+        # nested form costs a directory per tile and chunk, which bound writes.
         fill = float("nan") if dtype.startswith("float") else 0
         group.create_array(
             name, shape=(n, *shape), chunks=(1, *shape), dtype=dtype, fill_value=fill,
-            shards=(shards, *shape) if shards else None, dimension_names=("tile", *dims), **codecs,
+            shards=(shards, *shape) if shards else None, dimension_names=("tile", *dims),
+            chunk_key_encoding={"name": "default", "separator": "."}, **codecs,
         )
 
+    enc = parse_preset(spec.encoding)  # a compact store holds K int8 or float16 channels (store/encodings/)
+    dtype = spec.dtype if enc.is_default else enc.value_dtype
     for t in spec.timesteps:
         for b in spec.blocks:
-            tile_array(S.feature_path(t, b.name), b.shape, spec.dtype,
-                       (f"c_{b.name}", f"h_{b.name}", f"w_{b.name}"), feature_codecs(spec.codec, spec.dtype))
+            tile_array(S.feature_path(t, b.name), (enc.stored_channels(b.channels), b.height, b.width), dtype,
+                       (f"{'k' if enc.uses_pca else 'c'}_{b.name}", f"h_{b.name}", f"w_{b.name}"),
+                       feature_codecs(spec.codec, dtype))
+    create_encoding_arrays(group, spec, n, bases, tile_array)  # int8 scale/offset, PCA bases
     if sch.has_labels:
         tile_array(S.LABELS, (s, s), "uint8", ("row", "col"), checked_codecs(compress=True))
     if sch.store_instances:
@@ -84,14 +93,20 @@ def create_store(
     tiles: Sequence[S.TileRecord] | None = None,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
+    bases: dict | None = None,
 ) -> StoreWriter:
-    """Create a new store and return it open for writing (lock held)."""
+    """Create a new store and return it open for writing (lock held).
+
+    ``bases``: a PCA preset's basis per (timestep, block) (``encodings.fit_bases``), matching the schema's
+    ``basis_sha256``; written now, never after.
+    """
     with write_errors(parse_location(where), "a new store"):
-        return _create_store(where, schema, tiles, provenance, overwrite)
+        return _create_store(where, schema, tiles, provenance, overwrite, bases or {})
 
 
-def _create_store(where, schema, tiles, provenance, overwrite) -> StoreWriter:
+def _create_store(where, schema, tiles, provenance, overwrite, bases) -> StoreWriter:
     loc = parse_location(where)
+    StoreEncoding(schema.features, bases)  # a PCA store without its bases is refused before anything is touched
     tiles = list(tiles or [])
     if schema.n_tiles is not None and len(tiles) != schema.n_tiles:
         raise SchemaError(f"{loc}: schema declares {schema.n_tiles} tiles, {len(tiles)} records given")
@@ -127,7 +142,7 @@ def _create_store(where, schema, tiles, provenance, overwrite) -> StoreWriter:
         group = zarr.open_group(zstore, mode="w" if loc.kind == "url" and overwrite else "a", zarr_format=3,
                                 attributes={S.ATTR_KEY: attrs})
         group.attrs.put({S.ATTR_KEY: attrs})
-        _create_arrays(group, schema, n)
+        _create_arrays(group, schema, n, bases)
         write_table(group, 0, tiles)
         write_columns(group, 0, tiles)
         attrs["complete"] = True
@@ -194,10 +209,12 @@ def open_or_create(
     tiles: Sequence[S.TileRecord] | None = None,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
+    bases: dict | None = None,
 ) -> StoreWriter:
     """Resume the store at ``where`` if it matches ``schema``, appending the tiles of ``tiles`` it lacks; else create it.
 
-    The store's tiles must come first in ``tiles``, unchanged (``grow.new_tiles``).
+    The store's tiles must come first in ``tiles``, unchanged (``grow.new_tiles``).  ``bases``: for creating a
+    PCA store; a store that exists keeps its own (the identity's ``basis_sha256`` says they are the same).
     """
     loc = parse_location(where)
     exists = False
@@ -207,7 +224,7 @@ def open_or_create(
         except (FileNotFoundError, NotAStoreError):
             exists = False
     if not exists:
-        return create_store(where, schema, tiles, provenance, overwrite=overwrite or loc.kind == "dir")
+        return create_store(where, schema, tiles, provenance, overwrite=overwrite or loc.kind == "dir", bases=bases)
     attrs, lock = _locked(loc, schema.features)
     try:
         check_same_layout(loc, S.StoreSchema.from_dict(attrs["schema"]), schema)

@@ -76,6 +76,44 @@ class StoreEncoding:
         return out[0] if single else out
 
 
+class EncodedReads:
+    """What ``FeatureStore`` (reader.py) reads through the encoding: decoded features, PCA coefficients.
+
+    Decoded features are float32 for every compact preset; a float16 store's
+    come back as stored (float16).  Bases are read once per process.
+    """
+
+    @property
+    def encoding(self) -> StoreEncoding:
+        """The store's preset and PCA bases (read on first use; a pickled store rereads them)."""
+        enc = self.__dict__.get("_store_encoding")
+        if enc is None:
+            spec = self.schema.features
+            enc = StoreEncoding(spec, read_bases(lambda name: self._read(name, slice(None)), spec, self.location))
+            self.__dict__["_store_encoding"] = enc
+        return enc
+
+    def read_features(self, idx: Any, timestep: int, block: str) -> np.ndarray:
+        """Features (C, h, w) of one block at one timestep for ``idx`` (an int; a slice gives (n, C, h, w)), decoded."""
+        self._check_selection([block], [timestep])
+        return self.decoded({n: self._read(n, idx) for n in self.encoding.stored_arrays(timestep, block)},
+                            timestep, block)
+
+    def read_coefficients(self, idx: Any, timestep: int, block: str) -> np.ndarray:
+        """A PCA store's float32 coefficients (K, h, w), not projected back.  A head whose first layer is a 1x1
+        convolution W takes them with W composed with the basis: W @ components.T, plus W @ mean as a bias."""
+        self._check_selection([block], [timestep])
+        if not self.encoding.encoding.uses_pca:
+            raise SchemaError(f"{self.location}: a {self.encoding.encoding.name} store holds no PCA coefficients; "
+                              "use read_features")
+        stored = [self._read(n, idx) for n in self.encoding.stored_arrays(timestep, block)]
+        return self.encoding.decode(timestep, block, stored, coefficients=True)
+
+    def decoded(self, got: Mapping[str, np.ndarray], timestep: int, block: str) -> np.ndarray:
+        """One block's features from its stored arrays (``got``: array path -> what was read)."""
+        return self.encoding.decode(timestep, block, [got[n] for n in self.encoding.stored_arrays(timestep, block)])
+
+
 def check_bases(spec: S.FeatureSpec, bases: Mapping[BlockKey, PCABasis]) -> None:
     """A PCA store has one basis per block and timestep, of the block's channels, matching ``basis_sha256``."""
     enc = parse_preset(spec.encoding)
@@ -91,8 +129,9 @@ def check_bases(spec: S.FeatureSpec, bases: Mapping[BlockKey, PCABasis]) -> None
         if basis.channels != want[key].channels or basis.k != enc.stored_channels(want[key].channels):
             raise SchemaError(f"PCA basis of t{key[0]}/{key[1]} is {basis.k}x{basis.channels}, expected "
                               f"{enc.stored_channels(want[key].channels)}x{want[key].channels}")
-    if spec.basis_sha256 and bases_sha256(bases) != spec.basis_sha256:
-        raise SchemaError(f"the PCA bases do not match the spec's basis_sha256 {spec.basis_sha256[:16]}...")
+    if bases_sha256(bases) != spec.basis_sha256:  # the identity names the bases, so they must be these
+        raise SchemaError(f"the PCA bases do not match the spec's basis_sha256 {spec.basis_sha256[:16] or '(empty)'}; "
+                          "set it to encodings.bases_sha256(bases)")
 
 
 def create_encoding_arrays(group: zarr.Group, spec: S.FeatureSpec, n: int, bases: Mapping[BlockKey, PCABasis],
@@ -117,17 +156,22 @@ def create_encoding_arrays(group: zarr.Group, spec: S.FeatureSpec, n: int, bases
                     arr[...] = data
 
 
-def read_bases(read: Any, spec: S.FeatureSpec) -> dict[BlockKey, PCABasis]:
+def read_bases(read: Any, spec: S.FeatureSpec, where: Any = "store") -> dict[BlockKey, PCABasis]:
     """The PCA bases of a store; ``read(name)`` returns a whole array (the reader's ``_read(name, slice(None))``)."""
     if not parse_preset(spec.encoding).uses_pca:
         return {}
     bases = {}
     for t in spec.timesteps:
         for b in spec.blocks:
-            parts = {p: np.asarray(read(S.pca_path(t, b.name, p))) for p in ("mean", "components", "explained")}
-            if not all(np.isfinite(v).all() for v in parts.values()):
-                raise CorruptStoreError(f"the PCA basis of t{t}/{b.name} is missing or damaged")
-            bases[(t, b.name)] = PCABasis(**parts)
-    if spec.basis_sha256 and bases_sha256(bases) != spec.basis_sha256:
-        raise CorruptStoreError(f"the PCA bases do not match the store's basis_sha256 ({spec.basis_sha256[:16]}...)")
+            try:
+                parts = {p: np.asarray(read(S.pca_path(t, b.name, p))) for p in S.PCA_PARTS}
+                bases[(t, b.name)] = PCABasis(**parts)
+            except SchemaError:
+                parts = {}
+            if not parts or not all(np.isfinite(v).all() for v in parts.values()):
+                raise CorruptStoreError(f"{where}: the PCA basis of t{t}/{b.name} is missing or damaged "
+                                        "(pca/ arrays); the store cannot be decoded")
+    if bases_sha256(bases) != spec.basis_sha256:
+        raise CorruptStoreError(f"{where}: the PCA bases do not match the store's basis_sha256 "
+                                f"({spec.basis_sha256[:16]}...); the store cannot be decoded")
     return bases

@@ -25,6 +25,7 @@ from pathsegdiff.errors import CorruptStoreError, NotAStoreError, PathsegdiffErr
 from pathsegdiff.errors import StoreAccessError, TileNotWrittenError
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.chunk_io import ChunkCodec, read_elements
+from pathsegdiff.store.encoded import EncodedReads
 from pathsegdiff.store.location import Location, parse_location, redact
 from pathsegdiff.store.missing import check_missing, check_present
 from pathsegdiff.store.root import open_group as _open_group
@@ -45,8 +46,9 @@ class TileData:
     latent: np.ndarray | None = None
 
 
-class FeatureStore:
-    """A store opened for reading.  Reading is always allowed, even while a writer runs.
+class FeatureStore(EncodedReads):
+    """A store opened for reading.  Reading is always allowed, even while a writer runs; ``read_features``,
+    ``read_coefficients`` and the ``encoding`` (compact stores decoded) come from ``encoded.py``.
 
     ``direct_io = False`` (on the class or one store) sends every chunk
     through zarr's own codec pipeline, reads and writes: what the store did
@@ -217,11 +219,6 @@ class FeatureStore:
         check_missing(self, name, sel, data)
         return data
 
-    def read_features(self, idx: Any, timestep: int, block: str) -> np.ndarray:
-        """Features of one block at one timestep for ``idx`` (an int or a slice)."""
-        self._check_selection([block], [timestep])
-        return self._read(S.feature_path(timestep, block), idx)
-
     def read_labels(self, idx: Any) -> np.ndarray:
         return self._read_extra(S.LABELS, self.schema.has_labels, "labels", idx)
 
@@ -250,13 +247,13 @@ class FeatureStore:
             )
         blocks, timesteps = self._check_selection(blocks, timesteps)
         sch = self.schema
-        names = [S.feature_path(t, b) for t in timesteps for b in blocks]
+        names = [n for t in timesteps for b in blocks for n in self.encoding.stored_arrays(t, b)]
         if extras:
             names += [n for n, keep in ((S.LABELS, sch.has_labels), (S.INSTANCES, sch.store_instances),
                                         (S.RGB, sch.store_rgb), (S.SSL, sch.ssl_dim), (S.LATENT, sch.latent_shape))
                       if keep]
         got = dict(zip(names, self._read_many(names, i)))
-        feats = {t: {b: got[S.feature_path(t, b)] for b in blocks} for t in timesteps}
+        feats = {t: {b: self.decoded(got, t, b) for b in blocks} for t in timesteps}
         return TileData(i, self.record(i), feats, labels=got.get(S.LABELS), instances=got.get(S.INSTANCES),
                         rgb=got.get(S.RGB), ssl=got.get(S.SSL), latent=got.get(S.LATENT))
 

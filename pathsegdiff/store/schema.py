@@ -13,7 +13,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from pathsegdiff.errors import SchemaError
+from pathsegdiff.errors import ConfigError, SchemaError
+from pathsegdiff.store.encodings.preset import DEFAULT_PRESET, parse_preset
 
 SCHEMA_VERSION = 1
 ATTR_KEY = "pathsegdiff"  # root attribute holding everything below
@@ -28,14 +29,8 @@ STATUS_NAMES = {STATUS_TODO: "todo", STATUS_WRITTEN: "written", STATUS_FAILED: "
 
 # Array paths inside the store.
 TILES_GROUP = "tiles"
-TILE_COLUMNS = {  # name -> dtype ("str" is zarr's variable-length UTF-8 string)
-    "tile_id": "str",
-    "slide_id": "str",
-    "x": "int64",
-    "y": "int64",
-    "mpp": "float32",
-    "split": "str",
-}
+# name -> dtype ("str" is zarr's variable-length UTF-8 string)
+TILE_COLUMNS = {"tile_id": "str", "slide_id": "str", "x": "int64", "y": "int64", "mpp": "float32", "split": "str"}
 # Optional cohort columns (added without a version bump: stores made before them read as the defaults).
 COHORT_COLUMNS = {  # name -> (dtype, value for a store without the column)
     "patient": ("str", ""),
@@ -46,11 +41,9 @@ STATUS = "tiles/status"
 FAIL_REASON = "tiles/fail_reason"
 TABLE_CHUNK = 4096  # tile-table and status chunk length: small arrays, few objects
 FEATURES_GROUP = "features"
-LABELS = "labels"
-INSTANCES = "instances"
-RGB = "rgb"
-SSL = "ssl"
-LATENT = "latent"
+LABELS, INSTANCES, RGB, SSL, LATENT = "labels", "instances", "rgb", "ssl", "latent"
+PCA_GROUP = "pca"
+PCA_PARTS = ("mean", "components", "explained")
 
 SPLITS = ("train", "val", "test", "")
 CODECS = ("none", "lz4", "zstd", "bitround7-zstd")
@@ -61,6 +54,17 @@ STORAGE_DTYPES = ("float16", "float32", "bfloat16-as-float32")
 def feature_path(timestep: int, block: str) -> str:
     """Array path of one block at one timestep: ``features/t50/up1``."""
     return f"{FEATURES_GROUP}/t{int(timestep)}/{block}"
+
+
+def scale_offset_path(timestep: int, block: str) -> str:
+    """int8 presets: the (tile, 2, K) float32 scale (row 0) and offset (row 1) of each stored channel."""
+    return f"{feature_path(timestep, block)}.scale_offset"
+
+
+
+def pca_path(timestep: int, block: str, part: str) -> str:
+    """PCA presets: ``pca/t50/up1/components`` (K, C), ``mean`` (C,), ``explained`` (K,), float32."""
+    return f"{PCA_GROUP}/t{int(timestep)}/{block}/{part}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,10 @@ class FeatureSpec:
     # The model's compute dtype: bf16 features differ from fp32 ones by 2-3 % (bench/numerics.py),
     # a hundred times the float16 storage error, so a resume in another dtype must not mix them.
     compute_dtype: str = "fp32"
+    # The compact encoding (store/encodings/) and, for PCA presets, the hash of the stored bases;
+    # both leave the identity when at their defaults, so stores made before them keep theirs.
+    encoding: str = DEFAULT_PRESET
+    basis_sha256: str = ""
 
     def __post_init__(self) -> None:
         if not self.blocks:
@@ -115,6 +123,15 @@ class FeatureSpec:
             raise SchemaError(f"storage dtype must be float16 or float32, got {self.dtype!r}")
         if self.compute_dtype not in ("fp32", "bf16", "fp16"):
             raise SchemaError(f"compute dtype must be fp32, bf16 or fp16, got {self.compute_dtype!r}")
+        try:
+            enc = parse_preset(self.encoding)
+        except ConfigError as e:
+            raise SchemaError(str(e)) from None
+        object.__setattr__(self, "encoding", enc.name)  # one spelling per preset, so one identity
+        if self.basis_sha256 and not enc.uses_pca:
+            raise SchemaError(f"encoding {enc.name} has no PCA basis, but basis_sha256 is set")
+        if enc.int8 and self.codec.startswith("bitround"):
+            raise SchemaError(f"codec {self.codec} rounds float bits; it does not apply to {enc.name} values")
 
     def block(self, name: str) -> BlockSpec:
         for b in self.blocks:
@@ -128,6 +145,9 @@ class FeatureSpec:
         d["timesteps"] = list(self.timesteps)
         # A lossless codec does not change values; only a lossy one is identity.
         d["codec"] = self.codec if self.codec.startswith("bitround") else "lossless"
+        for key, default in (("encoding", DEFAULT_PRESET), ("basis_sha256", "")):
+            if d[key] == default:
+                del d[key]
         return d
 
     def identity(self) -> str:
@@ -142,9 +162,7 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
         d = dict(d)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
+        if unknown := set(d) - {f.name for f in fields(cls)}:
             raise SchemaError(f"unknown feature-spec fields {sorted(unknown)}")
         d["blocks"] = tuple(BlockSpec(**b) for b in d["blocks"])
         d["timesteps"] = tuple(int(t) for t in d["timesteps"])
@@ -191,17 +209,18 @@ class StoreSchema:
     def identity(self) -> str:
         return self.features.identity()
 
+    def feature_bytes_per_tile(self) -> int:
+        """Uncompressed bytes of one tile's features in the store's encoding (int8 scale/offset included)."""
+        spec, enc = self.features, parse_preset(self.features.encoding)
+        item = 2 if spec.dtype == "float16" else 4
+        per_t = sum(math.prod(b.shape) * item if enc.is_default else enc.stored_bytes(*b.shape) for b in spec.blocks)
+        return per_t * len(spec.timesteps)
+
     def bytes_per_tile(self) -> int:
         """Uncompressed bytes one tile occupies (features + extras)."""
-        item = 2 if self.features.dtype == "float16" else 4
-        n = sum(math.prod(b.shape) for b in self.features.blocks) * len(self.features.timesteps) * item
-        s = self.tile_size
-        n += (s * s) if self.has_labels else 0
-        n += (4 * s * s) if self.store_instances else 0
-        n += (3 * s * s) if self.store_rgb else 0
-        n += 4 * self.ssl_dim
-        n += 4 * math.prod(self.latent_shape) if self.latent_shape else 0
-        return n
+        s2 = self.tile_size**2
+        extras = s2 * (self.has_labels + 4 * self.store_instances + 3 * self.store_rgb) + 4 * self.ssl_dim
+        return self.feature_bytes_per_tile() + extras + (4 * math.prod(self.latent_shape) if self.latent_shape else 0)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -213,9 +232,7 @@ class StoreSchema:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StoreSchema:
         d = dict(d)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
+        if unknown := set(d) - {f.name for f in fields(cls)}:
             raise SchemaError(f"unknown schema fields {sorted(unknown)}")
         d["features"] = FeatureSpec.from_dict(d["features"])
         d["class_names"] = tuple(d.get("class_names", ()))
@@ -247,12 +264,9 @@ class TileRecord:
 
 @dataclass
 class TileBatch:
-    """Arrays for B tiles, in the order of the indices they are written to.
-
-    ``features[t][block]`` is (B, C, h, w) float; labels (B, H, W) uint8;
-    instances (B, H, W) int32; rgb (B, 3, H, W) uint8; ssl (B, D) float32;
-    latent (B, c, h, w) float32.
-    """
+    """Arrays for B tiles, in the order of the indices they are written to: ``features[t][block]`` (B, C, h, w)
+    float; labels (B, H, W) uint8; instances (B, H, W) int32; rgb (B, 3, H, W) uint8; ssl (B, D) float32;
+    latent (B, c, h, w) float32."""
 
     features: dict[int, dict[str, Any]]
     labels: Any = None

@@ -30,6 +30,7 @@ from pathsegdiff.errors import SchemaError
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.batch_check import check_batch
 from pathsegdiff.store import chunk_io
+from pathsegdiff.store.encodings import parse_preset
 from pathsegdiff.store.location import Location
 from pathsegdiff.store.write_errors import settle_pending_writes, write_errors
 from pathsegdiff.store.lock import StoreLock
@@ -69,9 +70,10 @@ class StoreWriter(FeatureStore):
         self.written: list[int] = []  # collected by a writer that does not own the status
         self.failed: list[tuple[int, str]] = []
         self._status = np.asarray(self._array(S.STATUS)[:], dtype=np.uint8)
-        # Seconds by stage, summed over write() calls: validate, chunks (wall time of all chunk writes), status;
-        # encode (checksums, blosc) and io (file writes) are summed over the threads that did them.
-        self.timings = dict.fromkeys(("validate", "chunks", "status", "encode", "io", "tiles"), 0.0)
+        # Seconds by stage, summed over write() calls: validate, compact (a compact preset's encoding), chunks
+        # (wall time of all chunk writes), status; encode (checksums, blosc) and io (file writes) are summed
+        # over the threads that did them.
+        self.timings = dict.fromkeys(("validate", "compact", "chunks", "status", "encode", "io", "tiles"), 0.0)
         if lock is not None and lock.held and loc.local_dir is not None:
             with write_errors(loc, "the clean-up of an interrupted write"):
                 remove_partial_writes(loc.local_dir)  # left by a writer killed mid-object
@@ -113,6 +115,8 @@ class StoreWriter(FeatureStore):
         t0 = time.perf_counter()
         idx = self._indices(indices)
         arrays = check_batch(self.location, self.schema, self.tile_ids(idx), batch, finite)
+        tc = time.perf_counter()
+        arrays = self.encoding.encode(arrays)  # int8 codes and scale/offset, PCA coefficients (encoded.py)
         t1 = time.perf_counter()
         runs = _runs(idx)
         direct, pipeline = [], []
@@ -136,7 +140,8 @@ class StoreWriter(FeatureStore):
             t2 = time.perf_counter()
             self._set_status(idx, S.STATUS_WRITTEN)
         t3 = time.perf_counter()
-        for key, seconds in (("validate", t1 - t0), ("chunks", t2 - t1), ("status", t3 - t2), *spent.items()):
+        for key, seconds in (("validate", tc - t0), ("compact", t1 - tc), ("chunks", t2 - t1), ("status", t3 - t2),
+                             *spent.items()):
             self.timings[key] += seconds
         self.timings["tiles"] += len(idx)
 
@@ -232,7 +237,9 @@ def _all_tile_arrays(sch: S.StoreSchema) -> list[str]:
 
 
 def _data_arrays(sch: S.StoreSchema) -> list[str]:
-    names = [S.feature_path(t, b.name) for t in sch.features.timesteps for b in sch.features.blocks]
+    int8 = parse_preset(sch.features.encoding).int8  # int8 presets keep a scale/offset array beside each block
+    names = [n for t in sch.features.timesteps for b in sch.features.blocks
+             for n in (S.feature_path(t, b.name), *([S.scale_offset_path(t, b.name)] if int8 else []))]
     names += [S.LABELS] if sch.has_labels else []
     names += [S.INSTANCES] if sch.store_instances else []
     names += [S.RGB] if sch.store_rgb else []

@@ -166,7 +166,7 @@ def test_store_compact_refuses_unfinished_damaged_and_compact_stores(tmp_path, f
         compact_store(partial, tmp_path / "c1.zarr", "int8")
     damaged = tmp_path / "damaged.zarr"
     shutil.copytree(float16_store, damaged)
-    (damaged / "features" / "t50" / "up1" / "c" / "3" / "0" / "0" / "0").unlink()
+    (damaged / "features" / "t50" / "up1" / "c.3.0.0.0").unlink()  # tile 3's chunk ("." chunk keys)
     with pytest.raises(CorruptStoreError, match="damaged"):
         compact_store(damaged, tmp_path / "c2.zarr", "int8")
     compact_store(float16_store, tmp_path / "c3.zarr", "int8")
