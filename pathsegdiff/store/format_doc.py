@@ -27,7 +27,12 @@ def format_markdown() -> str:
          ", ".join(f"{k} {v}" for k, v in S.STATUS_NAMES.items())),
         (f"`{S.FAIL_REASON}`", "(tile,)", "string", f"{S.TABLE_CHUNK}", "why a failed tile was skipped"),
         (f"`{S.FEATURES_GROUP}/t<T>/<block>`", "(tile, C, h, w)", "float16 (schema `dtype`)", "1 tile",
-         "UNet activations at timestep T, native resolution"),
+         "UNet activations at timestep T, native resolution; a compact store holds (tile, K, h, w) "
+         "int8 codes or PCA coefficients instead (below)"),
+        (f"`{S.scale_offset_path(0, '<block>').replace('/t0/', '/t<T>/')}`", "(tile, 2, K)", "float32", "1 tile",
+         "int8 presets: per tile and channel scale (row 0) and offset (row 1)"),
+        (f"`{S.PCA_GROUP}/t<T>/<block>/` " + ", ".join(f"`{p}`" for p in S.PCA_PARTS), "(C,), (K, C), (K,)",
+         "float32", "whole", "PCA presets: the basis (mean, components, explained variance), written at creation"),
         (f"`{S.LABELS}`", "(tile, row, col)", "uint8", "1 tile", "class ids; `ignore_index` where unlabelled"),
         (f"`{S.INSTANCES}`", "(tile, row, col)", "int32", "1 tile", "object instance ids (GlaS), 0 = none"),
         (f"`{S.RGB}`", "(tile, band, row, col)", "uint8", "1 tile", "the input tile"),
@@ -46,7 +51,8 @@ def format_markdown() -> str:
         " one entry per run that grew the store), and `appending` only while tiles are being appended.",
         "",
         "Identity fields (sha256 of their canonical JSON, first 16 hex digits): "
-        + ", ".join(f"`{f}`" for f in _identity_field_names()) + ".",
+        + ", ".join(f"`{f}`" for f in _identity_field_names())
+        + "; and `encoding` and `basis_sha256` when not at their defaults (`float16`, empty).",
         "",
         "Codecs for features: " + ", ".join(f"`{c}`" for c in S.CODECS)
         + f" (default `{S.DEFAULT_CODEC}`); every chunk of every array ends with a `crc32c` checksum.",

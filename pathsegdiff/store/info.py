@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def store_info(where: str | os.PathLike) -> dict[str, Any]:
     written = int((status == S.STATUS_WRITTEN).sum())
     size = bytes_on_disk(fs)
     sch = fs.schema
+    float16 = replace(sch, features=replace(sch.features, encoding="float16", basis_sha256=""))
     return {
         "location": str(fs.location),
         "schema_version": fs.meta["schema_version"],
@@ -83,6 +85,9 @@ def store_info(where: str | os.PathLike) -> dict[str, Any]:
         "tile_size": sch.tile_size,
         "dtype": sch.features.dtype,
         "codec": sch.features.codec,
+        "encoding": sch.features.encoding,
+        "feature_bytes_per_tile": sch.feature_bytes_per_tile(),
+        "float16_feature_bytes_per_tile": float16.feature_bytes_per_tile(),
         "splits": {str(k): int(v) for k, v in zip(*np.unique(fs.table()["split"].astype(str), return_counts=True))},
         "bytes_on_disk": size,
         "bytes_per_written_tile": (size // written) if (size and written) else None,
@@ -103,7 +108,10 @@ def format_info(info: dict[str, Any]) -> str:
         "splits     " + ", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items()),
         f"timesteps  {', '.join(map(str, info['timesteps']))}",
         "blocks     " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in info["blocks"].items()),
-        f"storage    {info['dtype']}, codec {info['codec']}, tile {info['tile_size']} px",
+        f"storage    {info['dtype']}, encoding {info['encoding']}, codec {info['codec']}, tile {info['tile_size']} px",
+        f"features   {info['feature_bytes_per_tile'] / 2**20:,.3f} MiB per tile uncompressed"
+        + (f" ({info['float16_feature_bytes_per_tile'] / info['feature_bytes_per_tile']:.1f}x fewer bytes than float16)"
+           if info["encoding"] != "float16" else ""),
         f"classes    {', '.join(info['classes']) or '(no labels)'} (ignore {info['ignore_index']})",
         f"on disk    {mib(info['bytes_on_disk'])}; per written tile {mib(info['bytes_per_written_tile'])}"
         f" (uncompressed {mib(info['bytes_per_tile_uncompressed'])})",

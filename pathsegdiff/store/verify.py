@@ -1,5 +1,8 @@
 """Check a store: every written tile's chunks exist, decode (crc32c), are finite and in range.
 
+A compact store's int8 scale/offset arrays are checked like the features,
+and its PCA bases must be whole, finite and match the identity's hash.
+
 Problems are reported by tile id.  A missing chunk is looked for by key,
 because zarr would otherwise hand back the fill value as if it were data.
 """
@@ -16,6 +19,7 @@ from zarr.core.sync import sync
 
 from pathsegdiff.errors import PathsegdiffError
 from pathsegdiff.store import schema as S
+from pathsegdiff.store.encodings import parse_preset
 from pathsegdiff.store.reader import FeatureStore, open_store
 
 READ_BATCH = 32  # tiles read together; zarr fetches their chunks concurrently
@@ -53,14 +57,16 @@ def _chunk_keys(fs: FeatureStore, name: str) -> set[str]:
     zstore = fs._group().store
 
     async def collect() -> set[str]:
-        return {k async for k in zstore.list_prefix(f"{name}/c/")}
+        # "c/1/0/0" or "c.1.0.0" keys; a local store lists by directory, so list the array's.
+        return {k async for k in zstore.list_prefix(f"{name}/") if k[len(name) + 1:][:2] in ("c/", "c.")}
 
     return sync(collect())
 
 
 def _arrays(fs: FeatureStore) -> list[str]:
-    sch = fs.schema
+    sch, enc = fs.schema, parse_preset(fs.schema.features.encoding)
     names = [S.feature_path(t, b) for t in fs.timesteps for b in fs.blocks]
+    names += [S.scale_offset_path(t, b) for t in fs.timesteps for b in fs.blocks] if enc.int8 else []
     names += [S.LABELS] if sch.has_labels else []
     names += [S.INSTANCES] if sch.store_instances else []
     names += [S.RGB] if sch.store_rgb else []
@@ -105,6 +111,10 @@ def verify_store(
     if unknown:
         rep.store_problems.append(f"{fs.location}: unknown status codes {unknown} in {S.STATUS}")
     rep.store_problems.extend(_table_problems(fs, len(status)))
+    try:
+        fs.encoding  # noqa: B018 -- reads the PCA bases and checks them against basis_sha256
+    except PathsegdiffError as e:
+        rep.store_problems.append(str(e))
     written = fs.written()
     rep.n_checked = len(written)
     damaged: set[int] = set()
