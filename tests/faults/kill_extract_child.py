@@ -91,7 +91,7 @@ class Sites:
             return None
         if rel.startswith("tiles/status/c/"):
             return "status"
-        if "/c/" in rel and not rel.startswith("tiles/"):
+        if "/c." in rel and not rel.startswith("tiles/"):  # tile arrays' chunk keys: c.<tile>.0...
             return "data"
         return "meta"
 

@@ -83,12 +83,12 @@ def error_line(out: str) -> str:
 
 # (array, chunk path of tile DAMAGED, how the trainer or predict reads it)
 TILE_ARRAYS = {
-    "features/t50/up1": ("features/t50/up1/c/{i}/0/0/0", lambda fs: fs.read_features(DAMAGED, 50, "up1")),
-    "labels": ("labels/c/{i}/0/0", lambda fs: fs.read_labels(DAMAGED)),
-    "instances": ("instances/c/{i}/0/0", lambda fs: fs.read_instances(DAMAGED)),
-    "rgb": ("rgb/c/{i}/0/0/0", lambda fs: fs.read_rgb(DAMAGED)),
-    "ssl": ("ssl/c/{i}/0", None),
-    "latent": ("latent/c/{i}/0/0/0", None),
+    "features/t50/up1": ("features/t50/up1/c.{i}.0.0.0", lambda fs: fs.read_features(DAMAGED, 50, "up1")),
+    "labels": ("labels/c.{i}.0.0", lambda fs: fs.read_labels(DAMAGED)),
+    "instances": ("instances/c.{i}.0.0", lambda fs: fs.read_instances(DAMAGED)),
+    "rgb": ("rgb/c.{i}.0.0.0", lambda fs: fs.read_rgb(DAMAGED)),
+    "ssl": ("ssl/c.{i}.0", None),
+    "latent": ("latent/c.{i}.0.0.0", None),
 }
 
 

@@ -71,7 +71,7 @@ def test_disk_full_mid_extraction_then_resume(tmp_path, reference, case):
     assert rep.n_checked == len(expect_written)
     assert not [p for p in path.rglob("*") if p.name.endswith(".partial")]
     if case == "only-the-status-chunk-too-big":  # the batch's chunks landed; only its status write failed
-        assert (path / "features/t150/up2/c/8/0/0/0").is_file() and (path / "rgb/c/11/0/0/0").is_file()
+        assert (path / "features/t150/up2/c.8.0.0.0").is_file() and (path / "rgb/c.11.0.0.0").is_file()
 
     # After space is freed, a rerun resumes and ends with the bytes of an uninterrupted run.
     code, out, err = run_writer(path)

@@ -26,7 +26,7 @@ def store(tmp_path):
 
 
 def chunk(store, name, tile):
-    return store / name / "c" / str(tile) / "0" / "0" / "0" if name.startswith("features") else None
+    return store / name / f"c.{tile}.0.0.0" if name.startswith("features") else None
 
 
 def cli(*args):

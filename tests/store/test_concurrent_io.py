@@ -67,15 +67,15 @@ def test_fast_path_writes_the_bytes_zarr_writes(tmp_path, codec):
 
 
 def test_fast_path_follows_the_arrays_chunk_key_encoding(tmp_path, monkeypatch):
-    """With '.' chunk keys (``c.4.0.0.0``, a layout bench/store_io.py measures) too: zarr's bytes, read back."""
+    """With '/' chunk keys (``c/4/0/0/0``, stores made before the '.' keys) too: zarr's bytes, read back."""
     create = zarr.Group.create_array
     monkeypatch.setattr(zarr.Group, "create_array", lambda self, *a, **kw: create(
-        self, *a, chunk_key_encoding={"name": "default", "separator": "."}, **kw))
+        self, *a, **{**kw, "chunk_key_encoding": {"name": "default", "separator": "/"}}))
     sch = every_array("lz4")
     fill(tmp_path / "fast.zarr", sch, direct=True)
     fill(tmp_path / "zarr.zarr", sch, direct=False)
     assert store_bytes(tmp_path / "fast.zarr") == store_bytes(tmp_path / "zarr.zarr")
-    assert (tmp_path / "fast.zarr" / "features" / "t50" / "up1" / "c.4.0.0.0").is_file()
+    assert (tmp_path / "fast.zarr" / "features" / "t50" / "up1" / "c" / "4" / "0" / "0" / "0").is_file()
     tile = open_store(tmp_path / "fast.zarr").read_tile(4)
     assert np.array_equal(tile.features[50]["up1"], zarr.open_group(tmp_path / "zarr.zarr")["features/t50/up1"][4])
 

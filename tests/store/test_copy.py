@@ -57,13 +57,13 @@ def test_copy_through_s3(store, tmp_path, s3_env):
 def test_manifest_finds_a_changed_object(store, tmp_path):
     dst = tmp_path / "c.zarr"
     copy_store(store, dst)
-    chunk = dst / "ssl" / "c" / "3" / "0"
+    chunk = dst / "ssl" / "c.3.0"
     data = bytearray(chunk.read_bytes())
     data[0] ^= 1
     chunk.write_bytes(bytes(data))
-    assert check_manifest(dst) == ["ssl/c/3/0: checksum differs"]
+    assert check_manifest(dst) == ["ssl/c.3.0: checksum differs"]
     r = runner.invoke(app, ["store", "verify", str(dst), "--manifest"])
-    assert r.exit_code == 1 and "ssl/c/3/0: checksum differs" in r.output
+    assert r.exit_code == 1 and "ssl/c.3.0: checksum differs" in r.output
 
 
 def test_destination_that_exists_needs_overwrite(store, tmp_path):

@@ -67,7 +67,7 @@ def test_extract_train_verify_copy_through_s3(s3_env, s3_server, local, tmp_path
     assert copied.pop("MANIFEST.sha256")
     assert copied == remote
     # 9 shards of 4 tiles per tile array, instead of 36 objects each
-    assert len([k for k in remote if k.startswith("features/t50/up1/c/")]) == 9
+    assert len([k for k in remote if k.startswith("features/t50/up1/c.")]) == 9
     assert same_data(tmp_path / "copy.zarr", local)
 
 
