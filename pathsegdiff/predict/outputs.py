@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pathsegdiff.train_head.colours import class_colour, paint
+from pathsegdiff.colours import class_colour, paint
 
 UNANALYSED = 255
 TIFF_TILE = 256

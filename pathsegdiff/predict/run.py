@@ -165,7 +165,7 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
         small, step = canvas.downsampled(GEOJSON_MAX_SIDE)
         n_regions = write_geojson(small, step, meta.class_names, out / "regions.geojson")
         thumb = source.thumbnail()
-        Image.fromarray(overlay(thumb, small)).save(out / "overlay.png")
+        Image.fromarray(overlay(thumb, small, class_names=meta.class_names)).save(out / "overlay.png")
         counts = np.bincount(small.ravel(), minlength=256)
     finally:
         canvas.close()

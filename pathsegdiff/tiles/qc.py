@@ -15,13 +15,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from pathsegdiff.colours import class_colour as project_colour
 from pathsegdiff.tiles.annotations import IGNORE
 from pathsegdiff.tiles.cohort_source import slide_sources
 from pathsegdiff.tiles.sources import TileSource
 from pathsegdiff.tiles.wsi import SlideSource
 
-PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))  # tab10, as predict's overlays
 TISSUE = (0, 200, 0)
 TILE, ANNOTATED_TILE = (40, 60, 220), (255, 140, 0)
 ALPHA = 0.45
@@ -30,7 +29,8 @@ QC_MAX_SIDE = 1024
 
 
 def class_colour(k: int, colours: dict) -> tuple[int, int, int]:
-    return tuple(colours.get(k) or PALETTE[k % len(PALETTE)])
+    """QuPath's colour for class ``k`` when the GeoJSON gave one, else the project's (as in every other picture)."""
+    return tuple(colours.get(k) or project_colour(k))
 
 
 def slide_qc(src: SlideSource, max_side: int = QC_MAX_SIDE) -> Image.Image:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pathsegdiff.train_head.colours import class_colours, paint
+from pathsegdiff.colours import class_colours, paint
 
 DPI = 100
 

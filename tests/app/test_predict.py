@@ -13,6 +13,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from pathsegdiff.cli import app
+from pathsegdiff.colours import class_colour
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.predict.inputs import ImageInput
 from pathsegdiff.predict.run import PredictConfig, _extracted_tiles, _featurizer
@@ -99,7 +100,11 @@ def test_predict_image_writes_mask_overlay_and_geojson(small_image, head_run, tm
     mask = np.asarray(Image.open(out / "mask.png"))
     assert mask.shape == (320, 352) and mask.dtype == np.uint8
     assert set(np.unique(mask)) <= {0, 1, 2}
-    assert Image.open(out / "overlay.png").size == (352, 320)
+    ov = np.asarray(Image.open(out / "overlay.png").convert("RGB"))
+    assert ov.shape[1] == 352 and ov.shape[0] > 320  # the picture, then a legend strip under it
+    legend = ov[320:]
+    for k in range(len(CLASSES)):  # every class's swatch, in the colour the overlay paints it
+        assert (legend == np.array(class_colour(k), np.uint8)).all(-1).sum() >= 16, CLASSES[k]
     doc = json.loads((out / "regions.geojson").read_text())
     assert doc["type"] == "FeatureCollection"
     n_regions = 0

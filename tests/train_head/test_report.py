@@ -11,7 +11,7 @@ from PIL import Image
 
 from pathsegdiff.predict.outputs import overlay, with_legend, write_geojson
 from pathsegdiff.train_head import plots
-from pathsegdiff.train_head.colours import class_colour, class_colours
+from pathsegdiff.colours import class_colour, class_colours
 from pathsegdiff.train_head.metrics import ConfusionMatrix, per_slide_summary
 from pathsegdiff.train_head.report import summary_markdown, write_report
 

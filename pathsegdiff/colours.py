@@ -1,10 +1,11 @@
-"""One colour per class id, for every picture of classes: run overlays, the slide overlay, QuPath's GeoJSON.
+"""One colour per class id, for every picture of classes: run overlays, the slide overlay, QC thumbnails, GeoJSON.
 
 Class k is ``CLASS_COLOURS[k % 20]``: matplotlib's tab10 in the order the slide
 overlay has always used (blue, red, green, orange, ...), then tab20's lighter
 shade of each, so up to 20 classes get distinct colours.  :func:`paint`
-blends them over an image the same way everywhere.  ``predict`` imports
-this module (it may import ``train_head``; the reverse never happens).
+blends them over an image the same way everywhere.  It sits below every
+layer that draws (tiles' QC, train_head's plots, predict's overlays), so one
+map serves them all.
 """
 
 from __future__ import annotations
