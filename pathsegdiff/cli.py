@@ -276,13 +276,13 @@ def extract_cmd(
 
 # --- train / evaluate --------------------------------------------------------
 
-TrainStoreArg = Annotated[str, typer.Argument(help="Store with features and labels: a directory, a .zip or a URL.")]
+TrainStoreArg = Annotated[list[str], typer.Argument(help="Stores with features and labels (a directory, a .zip or a URL); several are read as one: same blocks, timesteps, features and classes.")]
 
 
 @app.command("train")
 @guarded
 def train_cmd(
-    store: TrainStoreArg,
+    stores: TrainStoreArg,
     out: Annotated[str, typer.Option("-o", "--out", help="Run directory to write (refused if it holds another run).")],
     head: Annotated[str, typer.Option(help="Head: fcn, linear or mlp.")] = "fcn",
     blocks: Annotated[str | None, typer.Option(help="Comma-separated blocks; default: every block in the store.")] = None,
@@ -310,7 +310,7 @@ def train_cmd(
         batch_size=batch_size, lr=lr, dice_weight=dice, patience=patience,
         label_fraction=parse_label_fraction(label_fraction), runs=runs, seed=seed, workers=workers, device=device,
     )
-    r = train(store, out, config, overwrite=overwrite, progress=not quiet)
+    r = train(stores, out, config, overwrite=overwrite, progress=not quiet)
     typer.echo(_result_line(out, r))
 
 
@@ -318,20 +318,22 @@ def train_cmd(
 @guarded
 def evaluate_cmd(
     run: Annotated[str, typer.Argument(help="Run directory written by 'pathsegdiff train'.")],
-    store: Annotated[str | None, typer.Option("--store", help="Store to evaluate on (same features as the training store); default: the one the run was trained on.")] = None,
+    store: Annotated[list[str] | None, typer.Option("--store", help="Store to evaluate on (same features as the training stores); repeat for several; default: the stores the run was trained on.")] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 8,
     out: Annotated[str | None, typer.Option("-o", "--out", help="Report directory; default RUN/eval/<store>-<split>.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Evaluate a trained head on a split of a store; write results.json, summary.md and plots."""
-    from pathsegdiff.train_head.checkpoint import recorded_store
+    from pathsegdiff.train_head.checkpoint import recorded_stores
     from pathsegdiff.train_head.evaluate import evaluate_run
 
-    if store is None:
-        store = recorded_store(run)
-        typer.echo(f"evaluating on {store}, the store the run was trained on")
-    r, where = evaluate_run(run, store, split=split, device=device, batch_size=batch_size, out_dir=out)
+    if not store:
+        store = recorded_stores(run)
+        typer.echo(f"evaluating on {' + '.join(store)}, the store{'s' * (len(store) > 1)} the run was trained on")
+    r, where = evaluate_run(run, store, split=split, device=device, batch_size=batch_size, out_dir=out,
+                            progress=not quiet)
     typer.echo(_result_line(str(where), r))
 
 

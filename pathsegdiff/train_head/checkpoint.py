@@ -2,8 +2,9 @@
 
 A checkpoint directory holds ``head.safetensors`` and ``head.json``.  The JSON
 carries the head config (enough to rebuild the module), the class names and
-ignore value, the identity of the store it was trained on, and the run
-config.  :func:`load_head` rebuilds the module from the JSON and loads the
+ignore value, the identity of the store(s) it was trained on and their
+locations (``stores``; a checkpoint written before several stores names one
+``store_location``, read as a one-store list), and the run config.  :func:`load_head` rebuilds the module from the JSON and loads the
 weights into it.
 """
 
@@ -46,7 +47,7 @@ class HeadMeta:
     ignore_index: int
     store_identity: str
     store_identity_fields: dict[str, Any]
-    store_location: str = ""
+    stores: tuple[str, ...] = ()  # where the training stores were, in the order given
     train: dict[str, Any] = field(default_factory=dict)  # the run config, as TrainConfig.to_dict()
     seed: int = 0
     epoch: int = 0
@@ -65,7 +66,7 @@ class HeadMeta:
             "format": FORMAT, "format_version": FORMAT_VERSION, "head": self.head.to_dict(),
             "class_names": list(self.class_names), "ignore_index": self.ignore_index,
             "store_identity": self.store_identity, "store_identity_fields": self.store_identity_fields,
-            "store_location": self.store_location, "train": self.train, "seed": self.seed, "epoch": self.epoch,
+            "stores": list(self.stores), "train": self.train, "seed": self.seed, "epoch": self.epoch,
             "val_miou": self.val_miou,
         }
 
@@ -78,6 +79,8 @@ class HeadMeta:
         d = {k: v for k, v in d.items() if k not in ("format", "format_version")}
         d["head"] = HeadConfig.from_dict(d["head"])
         d["class_names"] = tuple(d["class_names"])
+        old = d.pop("store_location", "")  # one store, as checkpoints recorded it before several
+        d["stores"] = tuple(d.get("stores") or ((old,) if old else ()))
         return cls(**d)
 
 
@@ -104,10 +107,18 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
     raise InputError(f"{d}: no trained head here (no {META}, nor a {RUN_META} naming one)")
 
 
-def recorded_store(run_dir: str | os.PathLike) -> str:
-    """The store the head in ``run_dir`` was trained on, as the run recorded it."""
+def recorded_stores(run_dir: str | os.PathLike) -> list[str]:
+    """The stores the head in ``run_dir`` was trained on, as the run recorded them.
+
+    The head's JSON says first; else the run root's ``run.json`` (``stores``,
+    or ``store`` in a run written before training took several).
+    """
     d = checkpoint_dir(run_dir)
-    where = _read_meta(d / META).store_location
+    where = list(_read_meta(d / META).stores)
+    root = Path(run_dir) / RUN_META
+    if not where and root.is_file():
+        doc = json.loads(root.read_text())
+        where = list(doc.get("stores") or ([doc["store"]] if doc.get("store") else []))
     if not where:
         raise InputError(f"{d}: the run does not record its store; pass --store")
     return where

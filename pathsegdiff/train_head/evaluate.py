@@ -1,8 +1,11 @@
-"""Apply a trained head to a split of a store and measure it.
+"""Apply a trained head to a split of one store or several (read as one) and measure it.
 
 Pixel metrics come from one confusion matrix accumulated over the split,
-per-slide metrics from one matrix per slide.  GlaS object metrics are added
-when the store holds instance ids: predicted objects are the connected
+per-slide metrics from one matrix per slide and per-patient metrics from one
+matrix per patient (all of its slides, whichever store they are in: a slide
+or patient id names one slide or patient across the stores).  Tiles without
+a patient are left out of the per-patient metrics.  GlaS object metrics are
+added when the stores hold instance ids: predicted objects are the connected
 components of the predicted foreground (every class but 0) inside the
 labelled region.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +23,15 @@ import numpy as np
 import torch
 
 from pathsegdiff.errors import InputError, StoreExistsError
-from pathsegdiff.store import FeatureStore, open_store
-from pathsegdiff.train_head.checkpoint import HeadMeta, check_store_matches, checkpoint_dir, load_head
+from pathsegdiff.train_head.checkpoint import HeadMeta, check_store_matches, checkpoint_dir, load_head, recorded_stores
 from pathsegdiff.train_head.data import TileDataset, make_loader
 from pathsegdiff.train_head.fit import resolve_device, to_device
 from pathsegdiff.train_head.heads import SegHead
-from pathsegdiff.train_head.metrics import ConfusionMatrix, per_slide_summary
+from pathsegdiff.train_head.metrics import ConfusionMatrix, per_patient_summary, per_slide_summary
 from pathsegdiff.train_head.object_metrics import ObjectMetrics, instances_from_mask
 from pathsegdiff.train_head.progress import bar
 from pathsegdiff.train_head.splits import read_splits, require_labels
+from pathsegdiff.train_head.store_set import StoreSet, open_stores
 
 
 @dataclass
@@ -43,7 +47,7 @@ class Evaluation:
 def evaluate_head(
     head: SegHead,
     meta: HeadMeta,
-    where: str,
+    where: str | Sequence[str],
     indices: np.ndarray,
     device: str = "cpu",
     batch_size: int = 8,
@@ -52,18 +56,25 @@ def evaluate_head(
     progress: bool = False,
     desc: str = "evaluate",
 ) -> Evaluation:
-    """Predict every tile of ``indices`` and accumulate pixel, per-slide and object metrics."""
+    """Predict every tile of ``indices`` (numbered across the stores ``where``) and accumulate pixel,
+    per-slide, per-patient and object metrics."""
     dev = resolve_device(device)
     head = head.to(dev).eval()
-    store = open_store(where)
-    with_instances = store.schema.store_instances
-    slides = np.asarray(store.table()["slide_id"]).astype(str)
-    tile_ids = store.tile_ids()
+    stores = open_stores(where)
+    # an extra goes into every item or none, or the batch cannot be collated
+    with_instances = all(s.schema.store_instances for s in stores.stores)
+    with_rgb = keep_samples > 0 and all(s.schema.store_rgb for s in stores.stores)
+    table = stores.full_table()
+    slides = np.asarray(table["slide_id"]).astype(str)
+    patients = np.asarray(table["patient"]).astype(str)
+    tile_ids = stores.tile_ids()
     n_classes, ignore = meta.head.n_classes, meta.ignore_index
-    ds = TileDataset(where, indices, meta.blocks, meta.timesteps,
-                     with_rgb=keep_samples > 0, with_instances=with_instances)
+    ds = TileDataset(stores.wheres, indices, meta.blocks, meta.timesteps,
+                     with_rgb=with_rgb, with_instances=with_instances)
     cm = ConfusionMatrix(n_classes, ignore)
     by_slide: dict[str, ConfusionMatrix] = {}
+    by_patient: dict[str, ConfusionMatrix] = {}
+    slides_of: dict[str, set[str]] = {}
     objects = ObjectMetrics() if with_instances else None
     samples: list[dict[str, Any]] = []
     loader = make_loader(ds, batch_size, False, workers)
@@ -74,6 +85,9 @@ def evaluate_head(
         for j, i in enumerate(batch["index"].tolist()):
             slide = slides[i] or "(no slide id)"
             by_slide.setdefault(slide, ConfusionMatrix(n_classes, ignore)).update(pred[j], labels[j])
+            if patients[i]:
+                by_patient.setdefault(patients[i], ConfusionMatrix(n_classes, ignore)).update(pred[j], labels[j])
+                slides_of.setdefault(patients[i], set()).add(slide)
             if objects is not None:
                 labelled = labels[j] != ignore
                 objects.update(batch["instances"][j].numpy() * labelled,
@@ -82,32 +96,42 @@ def evaluate_head(
                 samples.append({"index": i, "tile_id": str(tile_ids[i]), "rgb": batch["rgb"][j].numpy(),
                                 "labels": labels[j], "predicted": pred[j]})
     metrics = {**cm.summary(meta.class_names), "n_tiles": int(len(indices)),
-               "per_slide": per_slide_summary(by_slide)}
+               "per_slide": per_slide_summary(by_slide), "per_patient": per_patient_summary(by_patient, slides_of)}
     if objects is not None:
         metrics["objects"] = objects.summary()
     return Evaluation(metrics, cm, samples)
 
 
-def label_origin(store: FeatureStore) -> dict[str, Any]:
-    """How the store's labels were made, as far as its provenance says.
+def label_origin(stores: StoreSet) -> dict[str, Any]:
+    """How the stores' labels were made, as far as their provenance says (pseudo-labels if any store's are).
 
     Extraction saves the tile source's own description under
     ``provenance["source"]``; a source that computes labels from the pixels
     names them there (the demo's stain labels: ``"labels": "stain_classes
     (colour deconvolution) ..."`` and a kind ending in ``+stain-labels``).
-    ``label_source`` is None when the provenance does not say.
+    ``label_source`` is None when no provenance says.
     """
-    source = store.provenance.get("source") if isinstance(store.provenance, dict) else None
-    source = source if isinstance(source, dict) else {}
-    labels = source.get("labels")
-    labels = str(labels) if labels else None
-    stain = "stain-labels" in str(source.get("kind", "")) or "stain_classes" in (labels or "")
-    return {"label_source": labels, "pseudo_labels": stain}
+    said, stain = [], False
+    for store in stores.stores:
+        source = store.provenance.get("source") if isinstance(store.provenance, dict) else None
+        source = source if isinstance(source, dict) else {}
+        labels = str(source["labels"]) if source.get("labels") else None
+        stain |= "stain-labels" in str(source.get("kind", "")) or "stain_classes" in (labels or "")
+        if labels and labels not in said:
+            said.append(labels)
+    return {"label_source": "; ".join(said) or None, "pseudo_labels": stain}
+
+
+def report_name(wheres: Sequence[str], split: str) -> str:
+    """``<store>-<split>``, or ``<store>+<store>-<split>`` (``<store>+<k>_more`` past three stores)."""
+    names = [re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(w).rstrip("/")).name) or "store" for w in wheres]
+    joined = "+".join(names) if len(names) <= 3 else f"{names[0]}+{len(names) - 1}_more"
+    return f"{joined}-{split}"
 
 
 def evaluate_run(
     run_dir: str | os.PathLike,
-    store_where: str,
+    stores: str | Sequence[str] | None = None,
     split: str = "test",
     device: str = "cpu",
     batch_size: int = 8,
@@ -115,34 +139,35 @@ def evaluate_run(
     plots: bool = True,
     progress: bool = True,
 ) -> tuple[dict[str, Any], Path]:
-    """Evaluate the head saved in ``run_dir`` on ``split`` of a store; write a report.
+    """Evaluate the head saved in ``run_dir`` on ``split`` of one store or several (default: the stores the
+    run was trained on); write a report.
 
-    The report goes to ``out_dir`` (default ``RUN/eval/<store name>-<split>``) so
+    The report goes to ``out_dir`` (default ``RUN/eval/<store names>-<split>``) so
     that the training results in ``RUN/results.json`` are never replaced.
     """
     from pathsegdiff.train_head.report import write_report
 
     head, meta = load_head(run_dir, device="cpu")
-    store = open_store(store_where)
-    require_labels(store)
-    check_store_matches(meta, store)
+    stores = open_stores(recorded_stores(run_dir) if stores is None else stores)
+    for store in stores.stores:
+        require_labels(store)
+        check_store_matches(meta, store)
     train = meta.train
-    splits = read_splits(store, int(train.get("data_seed", 0)), float(train.get("val_fraction", 0.2)))
+    splits = read_splits(stores, int(train.get("data_seed", 0)), float(train.get("val_fraction", 0.2)))
     indices = splits.get(split)
     if not len(indices):
         counts = ", ".join(f"{s} {len(splits.get(s))}" for s in ("train", "val", "test"))
-        raise InputError(f"{store_where}: the {split} split has no written tile (written tiles: {counts})")
-    ev = evaluate_head(head, meta, store_where, indices, device, batch_size, progress=progress,
+        raise InputError(f"{stores.location}: the {split} split has no written tile (written tiles: {counts})")
+    ev = evaluate_head(head, meta, stores.wheres, indices, device, batch_size, progress=progress,
                        desc=f"evaluate: {split} split")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(store_where).rstrip("/")).name) or "store"
-    out = Path(out_dir) if out_dir else Path(run_dir) / "eval" / f"{name}-{split}"
+    out = Path(out_dir) if out_dir else Path(run_dir) / "eval" / report_name(stores.wheres, split)
     if out.exists() and any(out.iterdir()) and not (out / "results.json").is_file():
         raise StoreExistsError(f"{out}: exists and is not an evaluation report; choose another output")
     results = {
-        **ev.metrics, "split": split, "store": str(store_where), "store_identity": store.identity,
+        **ev.metrics, "split": split, "stores": list(stores.wheres), "store_identity": stores.identity,
         "head_store_identity": meta.store_identity, "class_names": list(meta.class_names),
         "head": meta.head.kind, "blocks": list(meta.blocks), "timesteps": list(meta.timesteps),
-        "checkpoint": str(checkpoint_dir(run_dir)), "runs": 1, **label_origin(store),
+        "checkpoint": str(checkpoint_dir(run_dir)), "runs": 1, **label_origin(stores),
     }
     write_report(out, results, confusion=ev.confusion, samples=ev.samples, histories=None,
                  class_names=meta.class_names, ignore_index=meta.ignore_index, plots=plots, progress=progress)

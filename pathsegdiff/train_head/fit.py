@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -143,7 +143,7 @@ class FitResult:
 
 
 def fit_one(
-    where: str,
+    where: str | Sequence[str],
     head_config: HeadConfig,
     meta_base: HeadMeta,
     train_idx,
@@ -153,7 +153,8 @@ def fit_one(
     out_dir: Path,
     progress: bool = True,
 ) -> FitResult:
-    """Train one head; the best epoch by val mIoU is saved to ``out_dir`` and returned."""
+    """Train one head on tiles of the store(s) ``where`` (numbered across them); the best epoch by val mIoU is
+    saved to ``out_dir`` and returned."""
     device = resolve_device(config.device)
     torch.manual_seed(seed)
     head = build_head(head_config).to(device)

@@ -1,4 +1,4 @@
-"""Pixel metrics from an accumulated confusion matrix, and their spread across slides.
+"""Pixel metrics from an accumulated confusion matrix, and their spread across slides and patients.
 
 Every number comes from confusion counts summed over all tiles, never from
 per-batch averages.  Ignore pixels are dropped before counting.  A class that
@@ -100,16 +100,32 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def per_slide_summary(matrices: dict[str, ConfusionMatrix]) -> dict[str, Any]:
-    """Pixel accuracy, mIoU and mDice of each slide, and their spread across slides."""
-    slides = {
-        s: {"pixel_accuracy": m.pixel_accuracy(), "miou": m.miou(), "mdice": m.mdice(), "n_pixels": m.n_pixels}
-        for s, m in sorted(matrices.items())
+def group_summary(matrices: dict[str, ConfusionMatrix], key: str = "slides",
+                  extra: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Pixel accuracy, mIoU and mDice of each group (one matrix each, from the group's own pixels), and
+    their spread across groups: ``{key: {name: metrics}, "spread": {metric: mean, std, min, max, n}}``.
+
+    ``extra`` adds fields to a group's entry (a patient's slides)."""
+    groups = {
+        g: {"pixel_accuracy": m.pixel_accuracy(), "miou": m.miou(), "mdice": m.mdice(), "n_pixels": m.n_pixels,
+            **(extra or {}).get(g, {})}
+        for g, m in sorted(matrices.items())
     }
     return {
-        "slides": slides,
-        "spread": {k: spread([v[k] for v in slides.values()]) for k in ("pixel_accuracy", "miou", "mdice")},
+        key: groups,
+        "spread": {k: spread([v[k] for v in groups.values()]) for k in ("pixel_accuracy", "miou", "mdice")},
     }
+
+
+def per_slide_summary(matrices: dict[str, ConfusionMatrix]) -> dict[str, Any]:
+    """Each slide's metrics and their spread across slides."""
+    return group_summary(matrices, "slides")
+
+
+def per_patient_summary(matrices: dict[str, ConfusionMatrix], slides: dict[str, set[str]]) -> dict[str, Any]:
+    """Each patient's metrics (all of its slides' pixels in one matrix), its slides, and the spread across
+    patients."""
+    return group_summary(matrices, "patients", {p: {"slides": sorted(s)} for p, s in slides.items()})
 
 
 def _nanmean(a: np.ndarray) -> float:

@@ -4,6 +4,10 @@
 that never occurs are ``null``).  With several runs, the scalar metrics and
 per-class IoU/Dice are the mean over runs, ``std`` holds their sample
 standard deviations, and ``per_run`` keeps each run's own numbers.
+``per_slide`` and ``per_patient`` (the best run's) score each slide and each
+patient on its own pixels and give the spread across them (mean, sample
+std, min, max).  ``stores`` lists the stores evaluated; a report written
+before several stores names one ``store``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathsegdiff.train_head.metrics import ConfusionMatrix
 from pathsegdiff.train_head.progress import bar
 
 SCALARS = ("pixel_accuracy", "miou", "mdice")
+MAX_ROWS = 30  # slides or patients listed one per line in summary.md (the worst first)
 
 
 def clean_json(obj: Any) -> Any:
@@ -80,10 +85,12 @@ FIGURES = {  # file under plots/ -> (title, what it shows)
 
 
 def summary_markdown(results: dict[str, Any]) -> str:
-    """A readable page: what was evaluated, metrics overall and per class, per slide, objects, runs, figures."""
+    """A readable page: what was evaluated, metrics overall and per class, per slide and patient, objects, runs,
+    figures."""
     std = results.get("std", {})
+    stores = results.get("stores") or [results.get("store", "store")]
     lines = [
-        f"# {results.get('head', 'head')} head on {results.get('store', 'store')} ({results.get('split')} split)",
+        f"# {results.get('head', 'head')} head on {' + '.join(map(str, stores))} ({results.get('split')} split)",
         "",
         f"- store identity: `{results.get('store_identity')}`; blocks {results.get('blocks')}, "
         f"timesteps {results.get('timesteps')}",
@@ -99,7 +106,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
     for name, c in results.get("per_class", {}).items():
         lines.append(f"| {name} | {_fmt(c['iou'], c.get('iou_std'))} | {_fmt(c['dice'], c.get('dice_std'))} "
                      f"| {c['pixels']} |")
-    lines += _per_slide(results.get("per_slide") or {})
+    lines += _per_group(results.get("per_slide") or {}, "slides", "slide")
+    lines += _per_group(results.get("per_patient") or {}, "patients", "patient")
     if results.get("objects"):
         o, os_ = results["objects"], std.get("objects", {})
         lines += ["", "| object metric | value |", "|---|---|"]
@@ -137,19 +145,30 @@ def _labels(results: dict[str, Any]) -> list[str]:
     return []
 
 
-def _per_slide(per_slide: dict[str, Any]) -> list[str]:
-    slides = per_slide.get("slides") or {}
-    if len(slides) == 1:
-        return ["", (f"All evaluated tiles come from one slide ({next(iter(slides))}): there is no spread across "
-                     "slides to report.")]
-    if len(slides) < 2 or not per_slide.get("spread"):
+def _per_group(summary: dict[str, Any], key: str, one: str) -> list[str]:
+    """The "## Per slide" or "## Per patient" section: the spread across groups, then each group's line."""
+    groups = summary.get(key) or {}
+    if len(groups) == 1:
+        return ["", (f"All evaluated tiles come from one {one} ({next(iter(groups))}): there is no spread across "
+                     f"{key} to report.")]
+    if len(groups) < 2 or not summary.get("spread"):
         return []
-    lines = ["", "## Per slide", "",
-             f"Each of the {len(slides)} slides scored on its own pixels, then summarised across slides:", "",
-             "| metric | mean | std | min | max | slides |", "|---|---|---|---|---|---|"]
-    for k, s in per_slide["spread"].items():
+    how = " (all of its slides' pixels together)" if key == "patients" else ""
+    lines = ["", f"## Per {one}", "",
+             f"Each of the {len(groups)} {key} scored on its own pixels{how}, then summarised across {key}:", "",
+             f"| metric | mean | std | min | max | {key} |", "|---|---|---|---|---|---|"]
+    for k, s in summary["spread"].items():
         lines.append(f"| {k} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['min'])} | {_fmt(s['max'])} "
                      f"| {s['n']} |")
+    extra = key == "patients"
+    worst = sorted(groups.items(), key=lambda kv: (kv[1]["miou"] is None, kv[1]["miou"] or 0.0))[:MAX_ROWS]
+    shown = f"the {MAX_ROWS} of lowest mIoU first; results.json has all" if len(groups) > MAX_ROWS else "lowest first"
+    lines += ["", f"Each {one}, by mIoU ({shown}):", "",
+              f"| {one} | mIoU | mDice | pixel acc. | pixels |" + (" slides |" if extra else ""),
+              "|---|---|---|---|---|" + ("---|" if extra else "")]
+    for name, g in worst:
+        lines.append(f"| {name} | {_fmt(g['miou'])} | {_fmt(g['mdice'])} | {_fmt(g['pixel_accuracy'])} "
+                     f"| {g['n_pixels']} |" + (f" {', '.join(g.get('slides', []))} |" if extra else ""))
     return lines
 
 

@@ -1,14 +1,19 @@
 """``pathsegdiff train``: select tiles and features, fit N seeds, evaluate, report.
 
+One store or several: several are read as one (``store_set.StoreSet``: the
+same features and classes, tiles numbered across them, splits over their
+joint tile table), and one store is the one-store case of the same path.
+
 Layout of a run directory::
 
-    RUN/run.json                 config, store identity, which run is best
-    RUN/results.json, summary.md evaluation on the test split (val when the store has no test split)
+    RUN/run.json                 config, stores and their identity, which run is best
+    RUN/results.json, summary.md evaluation on the test split (val when the stores have no test split)
     RUN/plots/                   learning curves, confusion matrix, overlays
     RUN/runs/seed_<s>/           head.safetensors, head.json, history.json of each seed
 
 A RUN directory that holds a different run (another config or store) is
-refused unless ``overwrite``; a directory that holds anything else is never
+refused unless ``overwrite`` (another config, store identity or list of
+stores); a directory that holds anything else is never
 touched.
 """
 
@@ -17,13 +22,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pathsegdiff.errors import InputError, StoreExistsError
-from pathsegdiff.store import open_store
 from pathsegdiff.train_head.checkpoint import RUN_META, HeadMeta
 from pathsegdiff.train_head.evaluate import evaluate_head, label_origin
 from pathsegdiff.train_head.fit import TrainConfig, fit_one, resolve_device
@@ -31,9 +36,11 @@ from pathsegdiff.train_head.heads import HeadConfig
 from pathsegdiff.train_head.metrics import ConfusionMatrix
 from pathsegdiff.train_head.report import aggregate_runs, clean_json, write_report
 from pathsegdiff.train_head.splits import label_subset, read_splits, require_labels, resolve_selection
+from pathsegdiff.train_head.store_set import open_stores
 
 
-def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, overwrite: bool) -> None:
+def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, overwrite: bool,
+                    stores: Sequence[str] | None = None) -> None:
     """Empty ``run_dir`` for this run, refusing to replace another run without ``overwrite``."""
     if run_dir.exists() and not run_dir.is_dir():
         raise StoreExistsError(f"{run_dir}: exists and is a file, not a run directory")
@@ -46,6 +53,8 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, ove
         except (OSError, ValueError):
             old = {}
         same = old.get("config") == clean_json(config.to_dict()) and old.get("store_identity") == store_identity
+        if stores is not None:  # a run of the same features over other stores is another run
+            same = same and (old.get("stores") or [old.get("store")]) == list(stores)
         if not (same or overwrite):
             raise StoreExistsError(f"{run_dir}: holds a different run; pass --overwrite to replace it")
         shutil.rmtree(run_dir)
@@ -59,23 +68,26 @@ def _write_run_meta(run_dir: Path, **fields: Any) -> None:
 
 
 def train(
-    store_where: str,
+    stores: str | Sequence[str],
     run_dir: str | os.PathLike,
     config: TrainConfig,
     overwrite: bool = False,
     progress: bool = True,
     plots: bool = True,
 ) -> dict[str, Any]:
-    """Train ``config.runs`` heads on a store and write the run directory; returns results.json's content."""
-    store_where, run_dir = str(store_where), Path(run_dir)
-    store = open_store(store_where)
-    require_labels(store)
+    """Train ``config.runs`` heads on one store or several and write the run directory; returns results.json's
+    content."""
+    run_dir = Path(run_dir)
+    store = open_stores(stores)  # refuses stores of other features or classes before anything is written
+    wheres = list(store.wheres)
+    for s in store.stores:
+        require_labels(s)
     blocks, timesteps = resolve_selection(store, config.blocks, config.timesteps)
     resolve_device(config.device)
     splits = read_splits(store, config.data_seed, config.val_fraction)
     subset = label_subset(splits.train, config.label_fraction, config.data_seed)
     if not len(splits.val):
-        raise InputError(f"{store_where}: no validation tile: the store has no val split and "
+        raise InputError(f"{store.location}: no validation tile: the stores have no val split and "
                          f"only {len(splits.train)} written train tile(s) to carve one from")
     eval_split = "test" if len(splits.test) else "val"
     eval_idx = splits.get(eval_split)
@@ -83,18 +95,18 @@ def train(
     head_config = HeadConfig(config.head, blocks, timesteps, len(sch.class_names), sch.tile_size,
                              **dict(config.head_options))
     meta_base = HeadMeta(head_config, tuple(sch.class_names), sch.ignore_index, store.identity,
-                         dict(store.meta.get("identity_fields", {})), store_where, config.to_dict())
-    prepare_run_dir(run_dir, config, store.identity, overwrite)
-    common = {"config": config.to_dict(), "store": store_where, "store_identity": store.identity}
+                         dict(store.meta.get("identity_fields", {})), tuple(wheres), config.to_dict())
+    prepare_run_dir(run_dir, config, store.identity, overwrite, wheres)
+    common = {"config": config.to_dict(), "stores": wheres, "store_identity": store.identity}
     _write_run_meta(run_dir, **common, status="running")
 
     per_run, histories, evaluations = [], {}, []
     for r in range(config.runs):
         seed = config.seed + r
         sub = f"runs/seed_{seed}"
-        fit = fit_one(store_where, head_config, meta_base, subset, splits.val, config, seed, run_dir / sub, progress)
+        fit = fit_one(wheres, head_config, meta_base, subset, splits.val, config, seed, run_dir / sub, progress)
         (run_dir / sub / "history.json").write_text(json.dumps(clean_json(fit.history), indent=1))
-        ev = evaluate_head(fit.head, fit.meta, store_where, eval_idx, config.device, config.batch_size,
+        ev = evaluate_head(fit.head, fit.meta, wheres, eval_idx, config.device, config.batch_size,
                            config.workers, keep_samples=4, progress=progress, desc=f"seed {seed}: {eval_split} split")
         evaluations.append(ev)
         histories[f"seed {seed}"] = fit.history
@@ -102,13 +114,14 @@ def train(
                         "epochs_run": len(fit.history), **ev.metrics})
     best = int(np.argmax([r["val_miou"] if r["val_miou"] is not None else -1 for r in per_run]))
     results = {
-        "split": eval_split, "n_tiles": int(len(eval_idx)), "store": store_where, "store_identity": store.identity,
+        "split": eval_split, "n_tiles": int(len(eval_idx)), "stores": wheres, "store_identity": store.identity,
         "class_names": list(sch.class_names), "head": config.head, "blocks": [b.name for b in blocks],
         "timesteps": list(timesteps), "label_fraction": config.label_fraction, "n_train_tiles": int(len(subset)),
         "n_val_tiles": int(len(splits.val)), "val_source": splits.val_source, "runs": config.runs,
         "seeds": [r["seed"] for r in per_run], "best_run": per_run[best]["run_dir"],
         **aggregate_runs(per_run, sch.class_names),
-        "per_slide": per_run[best]["per_slide"], "per_run": per_run, **label_origin(store),
+        "per_slide": per_run[best]["per_slide"], "per_patient": per_run[best]["per_patient"], "per_run": per_run,
+        **label_origin(store),
     }
     total = ConfusionMatrix(len(sch.class_names), sch.ignore_index)
     for ev in evaluations:

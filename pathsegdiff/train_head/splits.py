@@ -28,7 +28,7 @@ from pathsegdiff.train_head.store_set import StoreSet
 
 
 def resolve_selection(
-    store: FeatureStore, blocks: tuple[str, ...] | None, timesteps: tuple[int, ...] | None
+    store: FeatureStore | StoreSet, blocks: tuple[str, ...] | None, timesteps: tuple[int, ...] | None
 ) -> tuple[tuple[BlockSpec, ...], tuple[int, ...]]:
     """The selected blocks (with their stored shapes) and timesteps; all of them when None."""
     have_b, have_t = store.blocks, store.timesteps

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pathsegdiff.train_head.metrics import ConfusionMatrix, per_slide_summary, spread
+from pathsegdiff.train_head.metrics import ConfusionMatrix, per_patient_summary, per_slide_summary, spread
 
 
 def test_hand_computed_confusion_matrix():
@@ -109,3 +109,18 @@ def test_per_slide_metrics_and_spread():
     assert acc["mean"] == pytest.approx(0.625) and acc["min"] == 0.25 and acc["max"] == 1.0 and acc["n"] == 2
     assert acc["std"] == pytest.approx(np.std([1.0, 0.25], ddof=1))
     assert spread([float("nan")])["n"] == 0
+
+
+def test_per_patient_metrics_pool_a_patients_slides():
+    """A patient is scored on all of its slides' pixels together, not as the mean of its slides."""
+    p1, p2 = ConfusionMatrix(2), ConfusionMatrix(2)
+    p1.update(np.array([0, 1, 1, 1]), np.array([0, 1, 1, 1]))  # slide a: perfect
+    p1.update(np.array([1, 1, 1, 1]), np.array([0, 0, 0, 0]))  # slide b: all wrong
+    p2.update(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]))
+    out = per_patient_summary({"P2": p2, "P1": p1}, {"P1": {"b", "a"}, "P2": {"c"}})
+    assert list(out["patients"]) == ["P1", "P2"] and out["patients"]["P1"]["slides"] == ["a", "b"]
+    # P1 pooled: class 0 tp 1, union 1 + 4 = 5 -> 0.2; class 1 tp 3, union 3 + 4 = 7 -> 3/7
+    assert out["patients"]["P1"]["miou"] == pytest.approx((1 / 5 + 3 / 7) / 2)
+    assert out["patients"]["P1"]["pixel_accuracy"] == pytest.approx(4 / 8) and out["patients"]["P2"]["miou"] == 1.0
+    m = out["spread"]["miou"]
+    assert m["n"] == 2 and m["mean"] == pytest.approx(((1 / 5 + 3 / 7) / 2 + 1) / 2) and m["max"] == 1.0
