@@ -130,7 +130,9 @@ def _validation(results: dict[str, Any]) -> str:
     """Where the validation tiles (early stopping, best epoch) came from, in words."""
     n, source = results.get("n_val_tiles"), results.get("val_source")
     if source == "store":
-        return (f"the {n} tiles the store marks `val` (its tile table's `split` column, set at extraction), "
+        several = len(results.get("stores") or []) > 1
+        marks, table = ("the stores mark", "their tile tables'") if several else ("the store marks", "its tile table's")
+        return (f"the {n} tiles {marks} `val` ({table} `split` column, set at extraction), "
                 "used to stop early and pick the best epoch")
     return f"{n} tiles {source}, used to stop early and pick the best epoch"
 

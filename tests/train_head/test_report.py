@@ -12,7 +12,7 @@ from PIL import Image
 from pathsegdiff.predict.outputs import overlay, with_legend, write_geojson
 from pathsegdiff.train_head import plots
 from pathsegdiff.colours import class_colour, class_colours
-from pathsegdiff.train_head.metrics import ConfusionMatrix, per_slide_summary
+from pathsegdiff.train_head.metrics import ConfusionMatrix, per_patient_summary, per_slide_summary
 from pathsegdiff.train_head.report import summary_markdown, write_report
 
 CLASSES = ("background", "hematoxylin-dense", "eosin-dense")
@@ -53,6 +53,28 @@ def test_several_slides_get_the_spread_table():
     text = summary_markdown(results(n_slides=3))
     assert "## Per slide" in text and "Each of the 3 slides" in text
     assert re.search(r"^\| miou \| [0-9.]+ \| [0-9.]+ \|", text, re.MULTILINE)
+
+
+def test_per_patient_section_lists_each_patient_with_its_slides_and_the_spread():
+    pats = per_patient_summary({"P1": confusion(1), "P2": confusion(2)}, {"P1": {"a1", "b1"}, "P2": {"a2"}})
+    text = summary_markdown(results(n_slides=3, per_patient=pats, stores=["a.zarr", "b.zarr"]))
+    assert text.splitlines()[0] == "# fcn head on a.zarr + b.zarr (test split)"
+    assert "## Per slide" in text and "## Per patient" in text and "Each of the 2 patients" in text
+    assert re.search(r"^\| P1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 500 \| a1, b1 \|$", text, re.MULTILINE)
+    m = pats["spread"]["miou"]
+    assert f"| miou | {m['mean']:.4f} | {m['std']:.4f} | {m['min']:.4f} | {m['max']:.4f} | 2 |" in text
+    assert "the 21 tiles the stores mark `val`" in text
+
+
+def test_many_slides_list_the_lowest_first_and_stop_at_thirty():
+    text = summary_markdown(results(n_slides=35))
+    section = text[text.index("## Per slide"):]
+    rows = re.findall(r"^\| (slide\d+) \| ([0-9.]+) \|", section, re.MULTILINE)
+    assert len(rows) == 30 and "results.json has all" in section
+    mious = [float(v) for _, v in rows]
+    assert mious == sorted(mious)
+    everyone = results(n_slides=35)["per_slide"]["slides"]
+    assert mious[0] == pytest.approx(min(v["miou"] for v in everyone.values()), abs=1e-4)
 
 
 def test_validation_source_is_explained():
