@@ -191,3 +191,10 @@ def test_evaluate_refuses_mismatched_stores_in_one_line(trained, two_sites, tmp_
     lines = r.output.strip().splitlines()
     assert r.exit_code == 1 and len(lines) == 1 and "c.zarr: its timesteps differ from " in lines[0], r.output
     assert not (tmp_path / "ev").exists()
+
+
+def test_the_same_run_over_other_stores_is_another_run(trained, two_sites):
+    before = (trained / "results.json").read_text()
+    r = runner.invoke(app, ["train", two_sites[0], "-o", str(trained), "--head", "linear", "--epochs", "2", "--quiet"])
+    assert r.exit_code == 1 and "holds a different run" in r.output and "--overwrite" in r.output, r.output
+    assert (trained / "results.json").read_text() == before
