@@ -14,16 +14,18 @@ the store and never calibrates again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from pathsegdiff.errors import InputError
+from pathsegdiff.errors import ConfigError, InputError, NotAStoreError
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.extract.run.loop import extract_tiles
-from pathsegdiff.store import StoreSchema, TileBatch
-from pathsegdiff.store.encodings import Calibration, PCABasis, calibration_tiles, fit_bases
+from pathsegdiff.store import StoreSchema, TileBatch, open_store
+from pathsegdiff.store.encoded import StoreEncoding
+from pathsegdiff.store.encodings import Calibration, PCABasis, bases_sha256, calibration_tiles, fit_bases, parse_preset
 from pathsegdiff.tiles.sources import TileSource
 
 
@@ -44,6 +46,11 @@ class BatchRecorder:
 
     def mark_failed(self, indices: Sequence[int], reasons: Sequence[str]) -> None:
         self.failed.append((list(map(int, indices)), list(reasons)))
+
+    @property
+    def n_tiles(self) -> int:
+        """Tiles recorded, written and failed."""
+        return sum(len(i) for i, _, _ in self.batches) + sum(len(i) for i, _ in self.failed)
 
     def features(self) -> dict[tuple[int, str], np.ndarray]:
         """(timestep, block) -> the recorded tiles' features (N, C, h, w), in the order they were computed."""
@@ -76,3 +83,52 @@ def calibrate(source: TileSource, featurizer: Featurizer, cfg: ExtractConfig, sc
     if not samples:
         raise InputError(f"none of the {len(todo)} calibration tiles could be read, so no PCA basis can be fitted")
     return fit_bases(samples, components, calibration), recorder
+
+
+def stored_encoding(store: str, overwrite: bool = False) -> StoreEncoding | None:
+    """The encoding (preset and PCA bases) of the store already at ``store``; None: none there (or --overwrite)."""
+    if overwrite:
+        return None
+    try:
+        return open_store(store).encoding
+    except (FileNotFoundError, NotAStoreError):
+        return None
+
+
+def with_basis(schema: StoreSchema, basis_sha256: str) -> StoreSchema:
+    """``schema`` naming the hash of its PCA bases (its identity then covers them)."""
+    return replace(schema, features=replace(schema.features, basis_sha256=basis_sha256))
+
+
+def distributed_basis(store: str, cfg: ExtractConfig) -> str:
+    """A distributed run never calibrates: a PCA preset resumes a store that has its bases (their hash returned)."""
+    enc = parse_preset(cfg.compact)
+    if not enc.uses_pca:
+        return ""
+    have = stored_encoding(store, cfg.overwrite)
+    if have is None:
+        raise ConfigError(f"{store}: a distributed extraction does not fit {enc.name} bases; create the store with a "
+                          f"single-process 'pathsegdiff extract --compact {enc.name}' first (then resume it here), "
+                          "or extract float16 and run 'pathsegdiff store compact'")
+    return have.spec.basis_sha256 if have.encoding == enc else ""
+
+
+def pca_bases(source: TileSource, featurizer: Featurizer, cfg: ExtractConfig, schema: StoreSchema, store: str,
+              summary: ExtractSummary, echo=print) -> tuple[StoreSchema, dict | None, BatchRecorder | None]:
+    """For a PCA preset: the schema naming its bases, the bases, and the calibration batches to replay (or None).
+
+    A store already there with the same preset gives its own bases (resume, append: never refitted); one with
+    another preset gives none, and the identity check then names the preset.  Otherwise the bases are fitted
+    on ``cfg.calibration_tiles`` tiles computed now, whose batches are replayed into the new store.
+    """
+    enc = parse_preset(cfg.compact)
+    if not enc.uses_pca:
+        return schema, None, None
+    have = stored_encoding(store, cfg.overwrite)
+    if have is not None:
+        return (with_basis(schema, have.spec.basis_sha256), have.bases, None) if have.encoding == enc else \
+            (schema, None, None)
+    calibration = Calibration(tiles=cfg.calibration_tiles)
+    echo(f"calibrating {enc.name}: {calibration.tiles} tiles spread over the slides (computed once, then stored)")
+    bases, recorder = calibrate(source, featurizer, cfg, schema, enc.components, calibration, summary)
+    return with_basis(schema, bases_sha256(bases)), bases, recorder

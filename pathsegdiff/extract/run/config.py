@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from pathsegdiff.errors import ConfigError
 from pathsegdiff.extract.featurize import COMPUTE_DTYPES, FeatureConfig
+from pathsegdiff.store.encodings import DEFAULT_PRESET, parse_preset
 from pathsegdiff.store.schema import DEFAULT_CODEC
 
 
@@ -30,6 +31,8 @@ class ExtractConfig:
     store_latent: bool = False
     compile: bool = False  # torch.compile (inductor), channels-last inputs; eager with one warning line if it fails
     queue_batches: int = 4  # computed batches waiting for the writer
+    compact: str = DEFAULT_PRESET  # the store's encoding: float16, int8, pcaK or pcaK-int8 (store/encodings/)
+    calibration_tiles: int = 32  # a PCA preset's bases are fitted on this many tiles spread over the slides
 
     def __post_init__(self) -> None:
         if self.dtype not in COMPUTE_DTYPES:
@@ -41,6 +44,9 @@ class ExtractConfig:
             raise ConfigError("batch size must be >= 1, decode workers >= 0 and limit >= 0")
         if (self.threads is not None and self.threads < 1) or self.shard_tiles < 1:
             raise ConfigError("--threads and --shard-tiles must be >= 1")
+        object.__setattr__(self, "compact", parse_preset(self.compact).name)  # refuses an unknown preset
+        if self.calibration_tiles < 1:
+            raise ConfigError(f"--calibration-tiles must be >= 1, got {self.calibration_tiles}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

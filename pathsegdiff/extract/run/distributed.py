@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pathsegdiff.errors import ConfigError, InputError, PathsegdiffError
+from pathsegdiff.extract.run.calibrate import distributed_basis, with_basis
 from pathsegdiff.extract.run.cluster import ClusterConfig, connect, visible_gpus
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
@@ -147,6 +148,7 @@ def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluste
     cfg = replace(cfg, model=_absolute(cfg.model), conditioning=_absolute(cfg.conditioning),
                   threads=cfg.threads or torch.get_num_threads())  # what this process would use alone
     refuse_if_locked(store)  # before the workers load the model
+    basis = distributed_basis(store, cfg)  # a PCA preset: only a store that already holds its bases
     with connect(cluster, cfg.device) as client:
         try:
             client.wait_for_workers(1, timeout=cluster.wait_workers)
@@ -166,7 +168,7 @@ def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluste
         n_workers = len(client.nthreads())
         summary = ExtractSummary(store, len(source))
         prov = provenance(source, cfg, info, distributed={"workers": n_workers, "scheduler": client.scheduler.address})
-        with remote_errors(store), open_or_create(store, info["schema"], source.records, prov,
+        with remote_errors(store), open_or_create(store, with_basis(info["schema"], basis), source.records, prov,
                                                   overwrite=cfg.overwrite) as w:
             todo = w.missing()
             summary.already_written = int((w.status() != 0).sum())

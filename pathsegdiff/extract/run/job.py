@@ -4,7 +4,9 @@ The store is created or reopened first (identity checked before any model
 work; a larger source than the store's appends its new tiles, listed in the
 store's order first: :func:`align_to_store`) and only ``todo`` tiles go
 through the per-tile loop (``loop.py``, shared with the ranges of a
-distributed run).  Slides get a QC thumbnail beside a local store
+distributed run).  A ``--compact pcaK`` run on a new store first computes its
+calibration tiles and fits the PCA bases (``calibrate.py``); a resumed or
+grown store keeps its own.  Slides get a QC thumbnail beside a local store
 (``STORE.qc/``), and the progress bar names the slide being extracted.  What the status says is
 written is complete, and a rerun resumes; the store lock is released on any
 exit.  CPU features differ in their last bits between torch thread counts:
@@ -26,6 +28,7 @@ import torch
 from pathsegdiff import __version__
 from pathsegdiff.errors import ConfigError, InputError, NotAStoreError, StoreWriteError
 from pathsegdiff.extract.featurize import Featurizer
+from pathsegdiff.extract.run.calibrate import pca_bases
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.extract.run.loop import extract_tiles
 from pathsegdiff.tiles.sources import ReorderedSource, TileSource
@@ -56,6 +59,7 @@ def build_schema(source: TileSource, featurizer: Featurizer, cfg: ExtractConfig)
         model_config_sha256=backbone.config_sha256,
         blocks=tuple(BlockSpec(b, *shapes[b]) for b in f.blocks), timesteps=f.timesteps, noise_seed=f.seed,
         draws=f.draws, conditioning=cond.name, tile_size=source.tile_size, codec=cfg.codec, compute_dtype=cfg.dtype,
+        encoding=cfg.compact,  # a PCA preset's basis_sha256 is set once its bases exist (calibrate.pca_bases)
     )
     latent = None
     if cfg.store_latent:
@@ -188,8 +192,13 @@ def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractCon
         summary = ExtractSummary(store, len(source))
         skipped = getattr(source, "skipped", None)  # a cohort's unusable slides (--skip-errors)
         source, n_before = align_to_store(source, store, cfg.overwrite)
+        schema, bases, calibrated = pca_bases(source, featurizer, cfg, schema, store, summary, echo)
         with remote_errors(store), open_or_create(store, schema, source.records,
-                                                  provenance(source, cfg, model_facts(featurizer)), overwrite=cfg.overwrite) as w:
+                                                  provenance(source, cfg, model_facts(featurizer)), overwrite=cfg.overwrite,
+                                                  bases=bases) as w:
+            replayed = calibrated.n_tiles if calibrated is not None else 0
+            if calibrated is not None:
+                calibrated.replay(w)  # the calibration tiles, computed once, written like any other
             summary.appended = w.n_tiles - n_before if n_before else 0
             if skipped:
                 log_failures(store, list(skipped), [f"slide skipped: {r}" for r in skipped.values()])
@@ -198,9 +207,9 @@ def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractCon
                 record_skipped_slides(w.location, skipped)
             write_quality_control(source, store, echo, progress)
             todo = w.missing()
-            summary.already_written = int((w.status() != 0).sum())
+            summary.already_written = int((w.status() != 0).sum()) - replayed
             if cfg.limit is not None:
-                todo = todo[: cfg.limit]
+                todo = todo[: max(cfg.limit - replayed, 0)]
             echo(preflight(schema, len(todo), store, w.n_tiles))
             with tqdm(total=len(todo), unit="tile", desc="extract", disable=not progress, smoothing=0.1) as bar:
                 extract_tiles(source, todo, w, featurizer, cfg, summary, on_batch=SlideProgress(bar, source, todo),
