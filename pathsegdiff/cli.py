@@ -199,6 +199,26 @@ def store_ls_cmd(
         if limit and n >= limit:
             break
 
+
+@store_app.command("compact")
+@guarded
+def store_compact_cmd(
+    src: StoreArg,
+    out: Annotated[str, typer.Option("-o", "--out", help="The compact store to write (a directory).")],
+    compact: Annotated[str, typer.Option(help="int8, pcaK or pcaK-int8 (e.g. pca64-int8).")],
+    calibration_tiles: Annotated[int, typer.Option(help="pcaK presets: written tiles, spread over the slides, the bases are fitted on.")] = 32,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Write a compact copy of a finished, sound float16 store (labels, RGB and the tile table carried over)."""
+    from pathsegdiff.store.compact import compact_store
+    from pathsegdiff.store.encodings import Calibration
+
+    summary = compact_store(src, out, compact, Calibration(tiles=calibration_tiles), overwrite=overwrite,
+                            progress=not quiet, echo=typer.echo)
+    typer.echo(summary.line())
+
+
 # --- extract -----------------------------------------------------------------
 @app.command("extract")
 @guarded
@@ -234,6 +254,8 @@ def extract_cmd(
     limit: Annotated[int | None, typer.Option(help="Extract at most this many tiles in this run.")] = None,
     skip_errors: Annotated[bool, typer.Option("--skip-errors", help="Record unreadable tiles (and a cohort's unusable slides) and go on.")] = False,
     store_latent: Annotated[bool, typer.Option("--store-latent", help="Also store the VAE latent z0.")] = False,
+    compact: Annotated[str, typer.Option(help="Feature encoding: float16 (default), int8 (2x fewer bytes), pcaK or pcaK-int8 (K principal components per block, e.g. pca64-int8; bases fitted on calibration tiles). See the README's 'Compact stores'.")] = "float16",
+    calibration_tiles: Annotated[int, typer.Option(help="pcaK presets: tiles, spread over the slides, the bases are fitted on.")] = 32,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (inductor), channels-last; features within 1e-4 relative of eager; eager with one warning line if compiling fails.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store instead of resuming it.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -261,7 +283,8 @@ def extract_cmd(
     cfg = ExtractConfig(model=model, conditioning=conditioning, features=feats, batch_size=batch_size,
                         device=device, dtype=dtype, codec=codec, decode_workers=decode_workers, threads=threads,
                         shard_tiles=shard_tiles, limit=limit, skip_errors=skip_errors, overwrite=overwrite,
-                        store_latent=store_latent, compile=compile)
+                        store_latent=store_latent, compile=compile, compact=compact,
+                        calibration_tiles=calibration_tiles)
     if cluster is not None:
         from pathsegdiff.extract.run.distributed import run_distributed
 
@@ -377,6 +400,23 @@ def predict_cmd(
     typer.echo(f"{summary['tiles']} tiles ({summary['from_store']} from the store, {summary['computed']} computed), "
                f"{summary['regions']} regions in {summary['seconds']} s -> {out}/ "
                f"({summary['outputs']['mask']}, overlay.png, regions.geojson, prediction.json)")
+
+
+@app.command("compare")
+@guarded
+def compare_cmd(
+    run_a: Annotated[str, typer.Argument(help="Run directory (or its results.json) of the reference, e.g. the head trained on the float16 store.")],
+    run_b: Annotated[str, typer.Argument(help="Run directory (or its results.json) to compare with it, e.g. the same head on a compact store.")],
+    tolerance: Annotated[float, typer.Option(help="A delta within this many points (or the seed spread, if larger) counts as no loss.")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the table.")] = False,
+) -> None:
+    """Metric deltas B - A in points, with the runs' seed-to-seed spread (train both with --runs 3 or more)."""
+    import json
+
+    from pathsegdiff.train_head.compare import compare_runs, format_comparison
+
+    c = compare_runs(run_a, run_b, tolerance=tolerance)
+    typer.echo(json.dumps(c.to_dict(), indent=2) if as_json else format_comparison(c))
 
 
 @app.command("demo")
