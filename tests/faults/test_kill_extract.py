@@ -47,7 +47,7 @@ def test_a_writer_removes_the_temporary_files_of_a_write_killed_midway(tmp_path)
     with create_store(path, synth.schema(), synth.records()) as w:
         w.write(range(2), synth.tile_batch(range(2)))
     before = store_bytes(path)
-    leftovers = [path / "rgb" / "c" / "2" / "0" / "0" / f"0.{'a' * 32}.partial", path / f"zarr.{'0f' * 16}.partial"]
+    leftovers = [path / "rgb" / f"c.2.0.0.0.{'a' * 32}.partial", path / "rgb" / "c" / "2" / "0" / "0" / f"0.{'b' * 32}.partial", path / f"zarr.{'0f' * 16}.partial"]
     for p in leftovers:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half a chunk")

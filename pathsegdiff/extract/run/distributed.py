@@ -20,6 +20,7 @@ import pickle
 import threading
 import time
 import uuid
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -44,6 +45,7 @@ from pathsegdiff.store.partial import remove_partial_writes
 # -- on the workers -------------------------------------------------------------
 _CACHE: dict = {}  # per worker process: the model (one at a time) and the store writer of the current run
 _CACHE_LOCK = threading.Lock()
+RANGE_TRIES = 3  # submissions of one range whose future was cancelled under it (a lost worker)
 
 
 def _cached(key, make):
@@ -181,12 +183,29 @@ def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluste
                  f"on {n_workers} workers")
             token = uuid.uuid4().hex
             stop = Event(f"pathsegdiff-stop-{token}", client=client)
-            pending = {client.submit(_extract_range, src, store, token, wcfg, part, stop.name, pure=False,
-                                     key=f"pathsegdiff-range-{int(part[0])}-{token}"): part for part in parts}
+            tries = dict.fromkeys((int(p[0]) for p in parts), 0)
+
+            def submit(part: np.ndarray):
+                tries[int(part[0])] += 1
+                return client.submit(_extract_range, src, store, token, wcfg, part, stop.name, pure=False,
+                                     key=f"pathsegdiff-range-{int(part[0])}-{tries[int(part[0])]}-{token}")
+
+            pending = {submit(part): part for part in parts}
             with tqdm(total=len(todo), unit="tile", desc="extract", disable=not progress, smoothing=0.1) as bar:
                 try:
-                    for fut in as_completed(list(pending), loop=client.loop):
-                        bar.update(_record(w, _result(fut, pending.pop(fut)), summary))
+                    done = as_completed(list(pending), loop=client.loop)
+                    for fut in done:
+                        part = pending.pop(fut)
+                        if fut.status == "cancelled" and tries[int(part[0])] < RANGE_TRIES:
+                            # A killed worker can take the scattered source with it, cancelling the
+                            # ranges that need it (dask/distributed#3149): scatter again, resubmit.
+                            if src.status != "finished":
+                                src = client.scatter(source, broadcast=True, hash=False)
+                            new = submit(part)
+                            pending[new] = part
+                            done.add(new)
+                            continue
+                        bar.update(_record(w, _result(fut, part), summary))
                         bar.set_postfix_str(f"{len(client.nthreads())} workers", refresh=False)
                 except BaseException:
                     with contextlib.suppress(Exception):  # best effort: the first error is the one to report
@@ -207,6 +226,9 @@ def _result(fut, part: np.ndarray):
     except KilledWorker as e:
         raise PathsegdiffError(f"tiles {int(part[0])}..{int(part[-1])}: the workers running them died "
                                f"repeatedly ({e}); those tiles stay todo, rerun to resume") from None
+    except CancelledError:
+        raise PathsegdiffError(f"tiles {int(part[0])}..{int(part[-1])}: cancelled {RANGE_TRIES} times by the "
+                               "cluster (workers lost); those tiles stay todo, rerun to resume") from None
 
 
 def _record(w, result, summary: ExtractSummary) -> int:
