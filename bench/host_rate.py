@@ -9,16 +9,16 @@ host memory: on a GPU they arrive by DMA, which costs the host no CPU.
 Everything else is the real code: DataLoader decode of real H&E tiles (half
 from tests/data/target_image.png, half JPEG tiles of the bundled .svs slide),
 the featurizer (noise seeds, cast), ``loop.extract_tiles`` (writer thread,
-queue) and the store (checks, checksums, chunk writes, status).  The compact
-rows use a stand-in with 1/8 of the channels (synthetic: issue 14's presets
-are not stored yet).
+queue) and the store (checks, compact encoding, checksums, chunk writes,
+status).  The compact rows store the same features in a real preset
+(``--compact``, default ``pca64-int8``; bases fitted on the device's output),
+encoded on the host by the writer as extraction does today.
 
-For each layout it runs ``before`` (every chunk through zarr's codec pipeline
-and ``np.isfinite``, as the store did), ``after`` (chunk_io.py, the exponent
-bit test) and ``after, '.' keys`` (the same in a store whose chunk keys are
-``c.17.0.0.0`` rather than ``c/17/0/0/0``: a layout proposal, see
-bench/store_io.py), in rotating order, at ``--rate`` and with no device time
-at all (the host's ceiling), and prints medians:
+For each preset it runs ``before`` (every chunk through zarr's codec pipeline
+and ``np.isfinite``, '/' chunk keys, as the store did), ``after, '/' keys``
+(chunk_io.py, the exponent bit test) and ``after`` (the same with the
+default '.' chunk keys, ``c.17.0.0.0``), in rotating order, at ``--rate`` and
+with no device time at all (the host's ceiling), and prints medians:
 
   - tiles/s reached, and the share of the device's time the host kept busy;
   - per tile, wall ms of each lane of the loop: the main thread (decode,
@@ -53,7 +53,7 @@ from pathsegdiff.extract.backbones.base import Backbone
 from pathsegdiff.extract.backbones.ldm import scaled_linear_alphas_cumprod
 
 sys.path.insert(0, str(Path(__file__).parent))
-import store_io  # noqa: E402  bench/store_io.py: the store as before, and the '.' key layout
+import store_io  # noqa: E402  bench/store_io.py: the store as before, and the '/' key layout
 
 REFERENCE_BLOCKS = {  # (C, h, w) at 256 px (docs/architecture.md)
     "mid": (960, 8, 8), "up0.pre": (960, 8, 8), "up0": (960, 16, 16), "up1.pre": (576, 16, 16),
@@ -102,9 +102,16 @@ class SimulatedDevice(Backbone):
         return out
 
 
-VERSIONS = ("before", "after", "after, '.' keys")
-VERSIONS_SETUP = {"before": store_io.before_chunk_io, "after": contextlib.nullcontext,
-                  "after, '.' keys": store_io.dot_keys}  # bench/store_io.py's layout proposal
+VERSIONS = ("before", "after, '/' keys", "after")
+
+
+@contextlib.contextmanager
+def _before():
+    with store_io.before_chunk_io(), store_io.slash_keys():
+        yield
+
+
+VERSIONS_SETUP = {"before": _before, "after, '/' keys": store_io.slash_keys, "after": contextlib.nullcontext}
 
 
 def decode_rates(args, bench_source) -> None:
@@ -145,23 +152,23 @@ class Lanes:
         return timed
 
 
-def run_once(args, source, rate: float, divisor: int, store: Path) -> dict:
+def run_once(args, source, rate: float, preset: str, store: Path) -> dict:
     from pathsegdiff.extract.featurize import FeatureConfig, Featurizer
     from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
     from pathsegdiff.extract.run.job import build_schema
     from pathsegdiff.extract.run.loop import extract_tiles
     from pathsegdiff.store import open_or_create
 
-    device = SimulatedDevice(rate, divisor, args.batch_size)
+    device = SimulatedDevice(rate, 1, args.batch_size)
     featurizer = Featurizer(device, FeatureConfig(blocks=("up1", "up2"), timesteps=(50, 150)), per_tile=False)
     cfg = ExtractConfig(model="simulated", features=featurizer.cfg, batch_size=args.batch_size,
-                        decode_workers=args.decode_workers, overwrite=True)
-    schema = build_schema(source, featurizer, cfg)
+                        decode_workers=args.decode_workers, overwrite=True, compact=preset)
+    schema, bases = _with_bases(build_schema(source, featurizer, cfg), device, preset)
     lanes, loop_t = Lanes(), {}
     shutil.rmtree(store, ignore_errors=True)
     if not args.decode_workers:  # decoding in the loop's thread: time it there (workers would have to pickle this)
         source.load = lanes.wrap("decode", type(source).load.__get__(source))
-    with open_or_create(store, schema, source.records, {"bench": "host_rate"}, overwrite=True) as w:
+    with open_or_create(store, schema, source.records, {"bench": "host_rate"}, overwrite=True, bases=bases) as w:
         w.write = lanes.wrap("writer", w.write)
         summary = ExtractSummary(str(store), len(source))
         c0, w0 = time.process_time(), time.perf_counter()
@@ -174,6 +181,19 @@ def run_once(args, source, rate: float, divisor: int, store: Path) -> dict:
     n = summary.written
     return {"n": n, "wall": wall, "cpu": cpu, "main_cpu": main_cpu, "device": device.seconds_per_tile * n,
             "lanes_wall": lanes.wall, "lanes_cpu": lanes.cpu, "loop": loop_t, "store": stages}
+
+
+def _with_bases(schema, device: SimulatedDevice, preset: str):
+    """A PCA preset's schema and bases, fitted on the device's own output (what calibration would see)."""
+    from pathsegdiff.extract.run.calibrate import with_basis
+    from pathsegdiff.store.encodings import bases_sha256, fit_bases, parse_preset
+
+    enc = parse_preset(preset)
+    if not enc.uses_pca:
+        return schema, None
+    k = enc.stored_channels(REFERENCE_BLOCKS["up1"][0])
+    bases = fit_bases({(t, b): device._out[b][:8].float().numpy() for t in (50, 150) for b in device.default_blocks}, k)
+    return with_basis(schema, bases_sha256(bases)), bases
 
 
 class _Timed:
@@ -210,7 +230,7 @@ def summarise(r: dict, rate: float) -> dict:
         "process": per(r["cpu"]),
     }
     st = r["store"]
-    store = {k: per(st[k]) for k in ("validate", "encode", "io", "chunks", "status")}
+    store = {k: per(st.get(k, 0.0)) for k in ("validate", "compact", "encode", "io", "chunks", "status")}
     return {"tiles_per_s": n / r["wall"], "lanes": lanes, "cpu": cpu, "store": store,
             "queue_wait": per(r["loop"]["queue"]), "binds": max(lanes, key=lanes.get)}
 
@@ -244,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stride", type=int, default=32)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--project-cores", type=int, default=16)
+    p.add_argument("--compact", default="pca64-int8", help="the compact preset measured beside float16")
     p.add_argument("--only", choices=("float16", "compact"), default=None)
     p.add_argument("--dir", default=None)
     args = p.parse_args(argv)
@@ -251,34 +272,38 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench-host-rate-", dir=args.dir))
-    layouts = {"float16": 1, "compact": 8}
+    layouts = {"float16": "float16", "compact": args.compact}
     if args.only:
         layouts = {args.only: layouts[args.only]}
     print(f"{args.tiles} tiles (half target_image.png, half .svs JPEG tiles), batch {args.batch_size}, "
           f"{args.decode_workers} decode workers, simulated device {args.rate:g} tiles/s; medians of "
           f"{args.rounds} rounds; disk under {work}", flush=True)
     try:
-        for layout, divisor in layouts.items():
+        for layout, preset in layouts.items():
             results: dict[tuple[str, str], list[dict]] = {}
             for r in range(args.rounds):
                 for version in VERSIONS[r % 3:] + VERSIONS[: r % 3]:
                     for label, rate in (("at rate", args.rate), ("ceiling", float("inf"))):
                         source = bench_source(args.tiles, 256, args.stride)
                         with VERSIONS_SETUP[version]():
-                            got = summarise(run_once(args, source, rate, divisor, work / "s.zarr"), rate)
+                            got = summarise(run_once(args, source, rate, preset, work / "s.zarr"), rate)
                         results.setdefault((version, label), []).append(got)
                         print(f"  {layout} round {r + 1} {version:13} {label}: {got['tiles_per_s']:6.1f} tiles/s, "
                               f"binds: {got['binds']}", flush=True)
-            report(layout, divisor, results, args)
+            report(preset, results, args)
         decode_rates(args, bench_source)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(layout: str, divisor: int, results: dict, args) -> None:
-    mb = sum(np.prod(REFERENCE_BLOCKS[b]) // divisor for b in ("up1", "up2")) * 2 * 2 / 1e6
-    title = "float16" if divisor == 1 else "compact stand-in (synthetic, 1/8 of the channels)"
-    print(f"\n{title}: {mb:.2f} MB of features per tile")
+def report(preset: str, results: dict, args) -> None:
+    from pathsegdiff.store import BlockSpec
+    from pathsegdiff.store.encodings import parse_preset
+
+    enc = parse_preset(preset)
+    blocks = [BlockSpec(b, *REFERENCE_BLOCKS[b]) for b in ("up1", "up2")]
+    per_t = sum(b.channels * b.height * b.width * 2 if enc.is_default else enc.stored_bytes(*b.shape) for b in blocks)
+    print(f"\n{preset}: {per_t * 2 / 1e6:.2f} MB of features per tile (encoded by the writer thread)")
     keys = [(v, lbl) for v in VERSIONS for lbl in ("at rate", "ceiling")]
     med = {k: _median(results[k]) for k in keys}
     print(f"{'':34}" + "".join(f"{v:>16}" for v, _ in keys))

@@ -2,13 +2,14 @@
 
 Default shapes are the reference model's default selection (``up1``
 576x32x32 + ``up2`` 384x64x64 at t = 50 and 150, float16: 8.65 MB per tile,
-DESIGN.md 7), and a **compact stand-in**: the same tiles with 1/8 of the
-channels (1.08 MB per tile), a synthetic array standing in for the 8x
-smaller presets of issue 14 until those are stored.  Each round measures,
-in rotating order so that no contestant always runs first on the loaded
-machine:
+the reference model's figures), and the same tiles in a compact preset
+(``--compact``, default ``pca64-int8``: PCA bases fitted on the first
+tiles, the store encoding each batch as extraction does).  Each round
+measures, in rotating order so that no contestant always runs first on the
+loaded machine:
 
-  - ``np.save`` / ``np.load``: one file per array per tile, in one folder.
+  - ``np.save`` / ``np.load``: one file per array per tile, in one folder
+    (for a compact preset: the arrays the store holds, already encoded).
     Reads are timed two ways: ``kept`` holds a tile's arrays together, as any
     reader of a tile does (the allocator then hands back fresh pages, which
     the kernel must fault in); ``dropped`` frees each array before loading
@@ -16,14 +17,13 @@ machine:
   - ``store before``: the store as it was: every chunk through zarr's codec
     pipeline and event loop (``direct_io = False``) and ``np.isfinite``
     checks (both faster checks are also timed on their own, below).
-  - ``store``: the default path (chunk_io.py).
-  - ``store, '.' keys``: the default path in a store whose chunk keys use
-    '.' (``c.17.0.0.0``) instead of '/' (``c/17/0/0/0``), which saves three
-    directories per array per tile: a layout proposal, made here by passing
-    ``chunk_key_encoding`` to zarr; create.py is unchanged.
+    with '/' chunk keys (``c/17/0/0/0``), as stores were then.
+  - ``store, '/' keys``: chunk_io.py in a store with the old '/' keys (three
+    directories per array per tile).
+  - ``store``: the default: chunk_io.py, '.' keys (``c.17.0.0.0``).
 
 Writes are whole batches of 8 tiles through ``StoreWriter.write`` (checks,
-checksums, status included); reads are random single tiles through
+encoding, checksums, status included); reads are random single tiles through
 ``FeatureStore.read_tile`` (status check and checksums included).  Medians
 over the rounds are printed with the ratio to ``np.save`` / ``np.load`` of
 the same round, and CPU ms per tile (``process_time``: the cores a tile rate
@@ -43,6 +43,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +51,12 @@ import zarr
 
 from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, TileBatch, TileRecord, create_store, open_store
 from pathsegdiff.store.batch_check import finite_rows
+from pathsegdiff.store.encoded import StoreEncoding
+from pathsegdiff.store.encodings import bases_sha256, fit_bases, parse_preset
 from pathsegdiff.store.reader import FeatureStore
-from pathsegdiff.store.schema import CODECS
+from pathsegdiff.store.schema import CODECS, feature_path
 
 REFERENCE = (BlockSpec("up1", 576, 32, 32), BlockSpec("up2", 384, 64, 64))
-COMPACT = tuple(BlockSpec(b.name, b.channels // 8, b.height, b.width) for b in REFERENCE)  # 1/8 of the bytes
 TIMESTEPS = (50, 150)
 BATCH = 8
 
@@ -74,14 +76,14 @@ def feature_like(rng: np.random.Generator, blocks, n: int, timesteps=TIMESTEPS) 
 
 
 @contextlib.contextmanager
-def dot_keys():
-    """Stores created inside use '.' chunk keys (a layout proposal; not what create.py does)."""
+def slash_keys():
+    """Stores created inside use '/' chunk keys (``c/17/0/0/0``), as stores did before the '.' keys."""
     create = zarr.Group.create_array
 
-    def with_dots(self, *args, **kwargs):
-        return create(self, *args, chunk_key_encoding={"name": "default", "separator": "."}, **kwargs)
+    def with_slashes(self, *args, **kwargs):
+        return create(self, *args, **{**kwargs, "chunk_key_encoding": {"name": "default", "separator": "/"}})
 
-    zarr.Group.create_array = with_dots
+    zarr.Group.create_array = with_slashes
     try:
         yield
     finally:
@@ -135,23 +137,40 @@ def bench_npy(root: Path, feats: dict, n: int, reads: np.ndarray) -> dict:
     return out
 
 
-def bench_store(root: Path, blocks, feats: dict, n: int, reads: np.ndarray, direct: bool, dots: bool,
-                codec: str = "none") -> dict:
+def compact_bases(blocks, feats: dict, preset: str) -> tuple[FeatureSpec, dict]:
+    """The feature spec of ``preset`` and its PCA bases, fitted on the first 8 tiles (extraction's calibration)."""
+    spec = FeatureSpec("bench", "0" * 64, blocks, tuple(feats), encoding=preset)
+    if not parse_preset(preset).uses_pca:
+        return spec, {}
+    k = parse_preset(preset).stored_channels(blocks[0].channels)
+    bases = fit_bases({(t, b): x[:8] for t, d in feats.items() for b, x in d.items()}, k)
+    return replace(spec, basis_sha256=bases_sha256(bases)), bases
+
+
+def encoded_arrays(spec: FeatureSpec, bases: dict, feats: dict) -> dict[str, dict[str, np.ndarray]]:
+    """What a store of ``spec`` holds for ``feats``, as {array path: {"": (n, ...) array}} for bench_npy."""
+    flat = {feature_path(t, b): x.astype(np.float32) for t, d in feats.items() for b, x in d.items()}
+    return {name.replace("/", "_"): {"": x} for name, x in StoreEncoding(spec, bases).encode(flat).items()}
+
+
+def bench_store(root: Path, blocks, feats: dict, n: int, reads: np.ndarray, direct: bool, slashes: bool,
+                codec: str = "none", compact: tuple[FeatureSpec, dict] | None = None) -> dict:
     path = root / "store.zarr"
     shutil.rmtree(path, ignore_errors=True)
     last = (max(feats), blocks[-1].name)
-    schema = StoreSchema(FeatureSpec("bench", "0" * 64, blocks, tuple(feats), codec=codec), n_tiles=n, store_rgb=False)
+    spec, bases = compact or (FeatureSpec("bench", "0" * 64, blocks, tuple(feats), codec=codec), {})
+    schema = StoreSchema(spec, n_tiles=n, store_rgb=False)
     with contextlib.ExitStack() as stack:
         if not direct:
             stack.enter_context(before_chunk_io())
-        if dots:
-            stack.enter_context(dot_keys())
-        return _bench_store(path, schema, blocks, feats, n, reads, last, codec)
+        if slashes:
+            stack.enter_context(slash_keys())
+        return _bench_store(path, schema, bases, feats, n, reads, last, codec)
 
 
-def _bench_store(path: Path, schema, blocks, feats: dict, n: int, reads: np.ndarray, last, codec: str) -> dict:
+def _bench_store(path: Path, schema, bases: dict, feats: dict, n: int, reads: np.ndarray, last, codec: str) -> dict:
     try:
-        w = create_store(path, schema, [TileRecord(f"t{i}") for i in range(n)])
+        w = create_store(path, schema, [TileRecord(f"t{i}") for i in range(n)], bases=bases or None)
 
         def write():
             for a in range(0, n, BATCH):
@@ -162,38 +181,48 @@ def _bench_store(path: Path, schema, blocks, feats: dict, n: int, reads: np.ndar
         w.close()
         fs = open_store(path)
         fs.read_tile(0, extras=False)  # open the arrays once, as a DataLoader worker would
-        def read():
+        stored = [n for t in schema.features.timesteps for b in fs.blocks for n in fs.encoding.stored_arrays(t, b)]
+
+        def read():  # the stored arrays of a tile (a compact store's codes, before decoding), as np.load's side
             for i in reads:
-                tile = fs.read_tile(int(i), extras=False)  # noqa: F841 (held until the next, as np.load's side)
+                tile = fs._read_many(stored, int(i))  # noqa: F841 (held until the next, as np.load's side)
+
+        def read_decoded():
+            for i in reads:
+                tile = fs.read_tile(int(i), extras=False)  # noqa: F841
 
         out["read"] = timed(read)
+        out["read_decoded"] = timed(read_decoded) if schema.features.encoding != "float16" else out["read"]
         back = fs.read_tile(n - 1, extras=False).features[last[0]][last[1]]
-        assert np.array_equal(back, feats[last[0]][last[1]][n - 1]) or codec.startswith("bitround")
+        lossless = not codec.startswith("bitround") and schema.features.encoding == "float16"
+        assert np.array_equal(back, feats[last[0]][last[1]][n - 1]) or not lossless
         out["bytes"] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     finally:
         shutil.rmtree(path, ignore_errors=True)
     return out
 
 
-CONTESTANTS = {  # name: (chunk_io.py, '.' chunk keys)
-    "store before": (False, False),
+CONTESTANTS = {  # name: (chunk_io.py, '/' chunk keys)
+    "store before": (False, True),
+    "store, '/' keys": (True, True),
     "store": (True, False),
-    "store, '.' keys": (True, True),
 }
 
 
-def run_shapes(label: str, blocks, args, root: Path) -> None:
+def run_shapes(label: str, blocks, args, root: Path, preset: str = "float16") -> None:
     rng = np.random.default_rng(0)
     feats = feature_like(rng, blocks, args.tiles)
-    mb = sum(x[0].nbytes for d in feats.values() for x in d.values()) / 1e6
+    compact = compact_bases(blocks, feats, preset) if preset != "float16" else None
+    saved = encoded_arrays(*compact, feats) if compact else feats  # np.save's side: the bytes the store holds
+    mb = sum(x[0].nbytes for d in saved.values() for x in d.values()) / 1e6
     reads = rng.integers(0, args.tiles, args.reads)
     rounds: list[dict] = []
     names = ["npy", *CONTESTANTS]
     for r in range(args.rounds):
         got = {}
         for name in names[r % len(names):] + names[: r % len(names)]:
-            got[name] = (bench_npy(root, feats, args.tiles, reads) if name == "npy" else
-                         bench_store(root, blocks, feats, args.tiles, reads, *CONTESTANTS[name]))
+            got[name] = (bench_npy(root, saved, args.tiles, reads) if name == "npy" else
+                         bench_store(root, blocks, feats, args.tiles, reads, *CONTESTANTS[name], compact=compact))
         rounds.append(got)
         print(f"  {label} round {r + 1}: " + ", ".join(
             f"{k} {args.tiles / v['write'][0]:.0f}/{len(reads) / v['read'][0]:.0f}" for k, v in got.items()), flush=True)
@@ -206,7 +235,7 @@ def run_shapes(label: str, blocks, args, root: Path) -> None:
 
     n, k = args.tiles, len(reads)
     print(f"\n{label}: {mb:.2f} MB per tile ({' + '.join(f'{b.name} {b.channels}x{b.height}x{b.width}' for b in blocks)}"
-          f" at t {', '.join(map(str, TIMESTEPS))}, float16); {n} tiles in batches of {BATCH}, {k} random reads, "
+          f" at t {', '.join(map(str, TIMESTEPS))}, {preset}); {n} tiles in batches of {BATCH}, {k} random reads, "
           f"median of {args.rounds} rounds")
     print(f"{'':22}{'write t/s':>10}{'x save':>8}{'cpu ms':>8}{'read t/s':>10}{'x load':>8}{'x drop':>8}{'cpu ms':>8}")
     print(f"{'np.save / np.load':22}{n / med('npy', 'write'):>10.0f}{1:>8.2f}{med('npy', 'write', 1) / n * 1e3:>8.2f}"
@@ -218,9 +247,13 @@ def run_shapes(label: str, blocks, args, root: Path) -> None:
         print(f"{name:22}{n / med(name, 'write'):>10.0f}{ratio(name, 'write', 'write'):>8.2f}"
               f"{med(name, 'write', 1) / n * 1e3:>8.2f}{k / med(name, 'read'):>10.0f}{ratio(name, 'read', 'read'):>8.2f}"
               f"{ratio(name, 'read', 'read_dropped'):>8.2f}{med(name, 'read', 1) / k * 1e3:>8.2f}")
+    if preset != "float16":
+        print(f"{'store, read_tile':22}{'':>26}{k / med('store', 'read_decoded'):>10.0f}"
+              f"{ratio('store', 'read_decoded', 'read'):>8.2f}{'':>8}{med('store', 'read_decoded', 1) / k * 1e3:>8.2f}"
+              "   (decoded to float32 features)")
     stages = rounds[-1]["store"]["stages"]
     print("store write stages, last round, ms per tile (encode and io summed over threads): "
-          + ", ".join(f"{s} {stages[s] / n * 1e3:.2f}" for s in ("validate", "encode", "io", "chunks", "status")))
+          + ", ".join(f"{s} {stages.get(s, 0.0) / n * 1e3:.2f}" for s in ("validate", "compact", "encode", "io", "chunks", "status")))
 
 
 def finiteness(args) -> None:
@@ -252,12 +285,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", default=None, help="Directory on the disk to measure (default: system temp).")
     ap.add_argument("--codecs", action="store_true", help="also each codec's ratio and speed")
+    ap.add_argument("--compact", default="pca64-int8", help="the compact preset measured beside float16")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pathsegdiff-bench-", dir=args.dir))
     print(f"disk under {root}")
     try:
         run_shapes("float16, reference shapes", REFERENCE, args, root)
-        run_shapes("compact stand-in (synthetic: 1/8 of the channels)", COMPACT, args, root)
+        run_shapes(f"{args.compact}, reference shapes", REFERENCE, args, root, args.compact)
         finiteness(args)
         if args.codecs:
             codecs(args, root)
