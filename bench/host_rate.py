@@ -9,10 +9,13 @@ host memory: on a GPU they arrive by DMA, which costs the host no CPU.
 Everything else is the real code: DataLoader decode of real H&E tiles (half
 from tests/data/target_image.png, half JPEG tiles of the bundled .svs slide),
 the featurizer (noise seeds, cast), ``loop.extract_tiles`` (writer thread,
-queue) and the store (checks, compact encoding, checksums, chunk writes,
-status).  The compact rows store the same features in a real preset
-(``--compact``, default ``pca64-int8``; bases fitted on the device's output),
-encoded on the host by the writer as extraction does today.
+queue) and the store (checks, checksums, chunk writes, status).  The compact
+rows store the same features in a real preset (``--compact``, default
+``pca64-int8``; bases fitted on the device's output).  On CUDA the loop
+encodes on the device (extract/device_encoding.py) and copies the codes; so
+here the simulated device hands over codes encoded once beforehand, as it
+hands over features.  ``--host-encode`` instead leaves the encoding to the
+writer's numpy encoder (a CPU run's path), to measure what that costs.
 
 For each preset it runs ``before`` (every chunk through zarr's codec pipeline
 and ``np.isfinite``, '/' chunk keys, as the store did), ``after, '/' keys``
@@ -168,7 +171,8 @@ def run_once(args, source, rate: float, preset: str, store: Path) -> dict:
     shutil.rmtree(store, ignore_errors=True)
     if not args.decode_workers:  # decoding in the loop's thread: time it there (workers would have to pickle this)
         source.load = lanes.wrap("decode", type(source).load.__get__(source))
-    with open_or_create(store, schema, source.records, {"bench": "host_rate"}, overwrite=True, bases=bases) as w:
+    with open_or_create(store, schema, source.records, {"bench": "host_rate"}, overwrite=True, bases=bases) as w, \
+            _device_encoding(w, device, args.host_encode):
         w.write = lanes.wrap("writer", w.write)
         summary = ExtractSummary(str(store), len(source))
         c0, w0 = time.process_time(), time.perf_counter()
@@ -181,6 +185,30 @@ def run_once(args, source, rate: float, preset: str, store: Path) -> dict:
     n = summary.written
     return {"n": n, "wall": wall, "cpu": cpu, "main_cpu": main_cpu, "device": device.seconds_per_tile * n,
             "lanes_wall": lanes.wall, "lanes_cpu": lanes.cpu, "loop": loop_t, "store": stages}
+
+
+@contextlib.contextmanager
+def _device_encoding(w, device: SimulatedDevice, host_encode: bool):
+    """A compact store: the loop gets the device's features encoded once beforehand, as a GPU hands them over."""
+    from pathsegdiff.extract.device_encoding import DeviceEncoder
+    from pathsegdiff.extract.run import loop
+
+    if w.encoding.is_default or host_encode:
+        yield
+        return
+    full = DeviceEncoder(w.encoding, "cpu")({t: dict(device._out) for t in (50, 150)})
+
+    class Precomputed:
+        def __call__(self, features):
+            n = len(next(iter(next(iter(features.values())).values())))
+            return {k: x[:n] for k, x in full.items()}
+
+    made = loop.device_encoder
+    loop.device_encoder = lambda w, dev: Precomputed()
+    try:
+        yield
+    finally:
+        loop.device_encoder = made
 
 
 def _with_bases(schema, device: SimulatedDevice, preset: str):
@@ -265,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--project-cores", type=int, default=16)
     p.add_argument("--compact", default="pca64-int8", help="the compact preset measured beside float16")
+    p.add_argument("--host-encode", action="store_true", help="compact: the writer encodes on the host (CPU path)")
     p.add_argument("--only", choices=("float16", "compact"), default=None)
     p.add_argument("--dir", default=None)
     args = p.parse_args(argv)
@@ -303,7 +332,8 @@ def report(preset: str, results: dict, args) -> None:
     enc = parse_preset(preset)
     blocks = [BlockSpec(b, *REFERENCE_BLOCKS[b]) for b in ("up1", "up2")]
     per_t = sum(b.channels * b.height * b.width * 2 if enc.is_default else enc.stored_bytes(*b.shape) for b in blocks)
-    print(f"\n{preset}: {per_t * 2 / 1e6:.2f} MB of features per tile (encoded by the writer thread)")
+    where = "the writer thread's numpy encoder" if args.host_encode else "the device, beforehand"
+    print(f"\n{preset}: {per_t * 2 / 1e6:.2f} MB of features per tile (encoded by {where})")
     keys = [(v, lbl) for v in VERSIONS for lbl in ("at rate", "ceiling")]
     med = {k: _median(results[k]) for k in keys}
     print(f"{'':34}" + "".join(f"{v:>16}" for v, _ in keys))

@@ -23,7 +23,8 @@ loaded machine:
   - ``store``: the default: chunk_io.py, '.' keys (``c.17.0.0.0``).
 
 Writes are whole batches of 8 tiles through ``StoreWriter.write`` (checks,
-encoding, checksums, status included); reads are random single tiles through
+checksums, status included; a compact store gets the arrays already encoded,
+as a GPU run hands them over, and the host's numpy encoder is timed apart); reads are random single tiles through
 ``FeatureStore.read_tile`` (status check and checksums included).  Medians
 over the rounds are printed with the ratio to ``np.save`` / ``np.load`` of
 the same round, and CPU ms per tile (``process_time``: the cores a tile rate
@@ -171,11 +172,18 @@ def bench_store(root: Path, blocks, feats: dict, n: int, reads: np.ndarray, dire
 def _bench_store(path: Path, schema, bases: dict, feats: dict, n: int, reads: np.ndarray, last, codec: str) -> dict:
     try:
         w = create_store(path, schema, [TileRecord(f"t{i}") for i in range(n)], bases=bases or None)
+        # A compact store is handed the arrays encoded where the features were made (on a GPU:
+        # extract/device_encoding.py), so both sides write the same bytes; the host's own encoder is timed apart.
+        encoded = None if w.encoding.is_default else w.encoding.encode(
+            {feature_path(t, b): x for t, d in feats.items() for b, x in d.items()})
 
         def write():
             for a in range(0, n, BATCH):
-                w.write(range(a, min(a + BATCH, n)), TileBatch({t: {b: x[a : a + BATCH] for b, x in d.items()}
-                                                                for t, d in feats.items()}))
+                part = range(a, min(a + BATCH, n))
+                if encoded is None:
+                    w.write(part, TileBatch({t: {b: x[a : a + BATCH] for b, x in d.items()} for t, d in feats.items()}))
+                else:
+                    w.write(part, TileBatch({}), encoded={k: x[a : a + BATCH] for k, x in encoded.items()})
 
         out = {"write": timed(write), "stages": dict(w.timings)}
         w.close()
@@ -192,6 +200,10 @@ def _bench_store(path: Path, schema, bases: dict, feats: dict, n: int, reads: np
                 tile = fs.read_tile(int(i), extras=False)  # noqa: F841
 
         out["read"] = timed(read)
+        if encoded is not None:
+            flat = {feature_path(t, b): x for t, d in feats.items() for b, x in d.items()}
+            out["host_encode"] = timed(lambda: [w.encoding.encode({k: x[a : a + BATCH] for k, x in flat.items()})
+                                                for a in range(0, n, BATCH)])
         out["read_decoded"] = timed(read_decoded) if schema.features.encoding != "float16" else out["read"]
         back = fs.read_tile(n - 1, extras=False).features[last[0]][last[1]]
         lossless = not codec.startswith("bitround") and schema.features.encoding == "float16"
@@ -248,6 +260,9 @@ def run_shapes(label: str, blocks, args, root: Path, preset: str = "float16") ->
               f"{med(name, 'write', 1) / n * 1e3:>8.2f}{k / med(name, 'read'):>10.0f}{ratio(name, 'read', 'read'):>8.2f}"
               f"{ratio(name, 'read', 'read_dropped'):>8.2f}{med(name, 'read', 1) / k * 1e3:>8.2f}")
     if preset != "float16":
+        encode = statistics.median(g["store"]["host_encode"][1] for g in rounds)
+        print(f"{'host numpy encoder':22}{n / encode:>10.0f}{'':>8}{encode / n * 1e3:>8.2f}"
+              "   (what a CPU run's writer pays; a GPU run encodes on the device)")
         print(f"{'store, read_tile':22}{'':>26}{k / med('store', 'read_decoded'):>10.0f}"
               f"{ratio('store', 'read_decoded', 'read'):>8.2f}{'':>8}{med('store', 'read_decoded', 1) / k * 1e3:>8.2f}"
               "   (decoded to float32 features)")

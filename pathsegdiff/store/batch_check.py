@@ -14,6 +14,7 @@ import numpy as np
 
 from pathsegdiff.errors import SchemaError
 from pathsegdiff.store import schema as S
+from pathsegdiff.store.encodings import parse_preset
 from pathsegdiff.store.location import Location
 
 _EXPONENT = {np.dtype("float16"): (np.uint16, 0x7FFF, 0x7C00), np.dtype("float32"): (np.uint32, 0x7FFFFFFF, 0x7F800000)}
@@ -38,12 +39,15 @@ def finite_rows(a: np.ndarray) -> np.ndarray:
 
 
 def check_batch(loc: Location, sch: S.StoreSchema, ids: np.ndarray, batch: S.TileBatch,
-                finite: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
+                finite: Mapping[int, Mapping[str, Any]] | None = None,
+                encoded: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Check every array of ``batch`` (tiles ``ids``) against ``sch``; return array path -> array to write.
 
     ``finite[t][block]``: the caller's (B,) verdicts on the features as given,
     already in the storage dtype, computed where they were made (on the GPU);
-    None, or features that still need a cast: checked here.
+    None, or features that still need a cast: checked here.  ``encoded``: the
+    features already in the store's compact encoding (array path -> array,
+    made on the GPU), given instead of ``batch.features``.
     """
     spec, n = sch.features, len(ids)
     s = sch.tile_size
@@ -59,11 +63,13 @@ def check_batch(loc: Location, sch: S.StoreSchema, ids: np.ndarray, batch: S.Til
             raise SchemaError(f"{loc}: {name} has dtype {a.dtype}, expected {dtype}")
         out[name] = a.astype(dtype, copy=False)
 
-    if set(batch.features) != set(spec.timesteps):
+    if encoded is not None:
+        out.update(_check_encoded(loc, sch, ids, encoded))
+    elif set(batch.features) != set(spec.timesteps):
         raise SchemaError(
             f"{loc}: batch has timesteps {sorted(batch.features)}, store declares {list(spec.timesteps)}"
         )
-    for t in spec.timesteps:
+    for t in spec.timesteps if encoded is None else ():
         got = batch.features[t]
         if set(got) != {b.name for b in spec.blocks}:
             raise SchemaError(
@@ -98,5 +104,32 @@ def check_batch(loc: Location, sch: S.StoreSchema, ids: np.ndarray, batch: S.Til
         need(S.SSL, batch.ssl, (n, sch.ssl_dim), "float32", cast=True)
     if sch.latent_shape:
         need(S.LATENT, batch.latent, (n, *sch.latent_shape), "float32", cast=True)
+    return out
+
+
+def _check_encoded(loc: Location, sch: S.StoreSchema, ids: np.ndarray, encoded: Mapping[str, Any]) -> dict:
+    """Encoded features: exactly the store's feature arrays, each of its shape and dtype, and finite (features
+    with inf or NaN give a non-finite scale/offset or float16 coefficient, so this check catches them too)."""
+    spec, n = sch.features, len(ids)
+    enc = parse_preset(spec.encoding)
+    want: dict[str, tuple[tuple, str]] = {}
+    for t in spec.timesteps:
+        for b in spec.blocks:
+            k = enc.stored_channels(b.channels)
+            want[S.feature_path(t, b.name)] = ((n, k, b.height, b.width), enc.value_dtype)
+            if enc.int8:
+                want[S.scale_offset_path(t, b.name)] = ((n, 2, k), "float32")
+    if enc.is_default or set(encoded) != set(want):
+        raise SchemaError(f"{loc}: encoded features hold {sorted(encoded)}; a {enc.name} store takes "
+                          f"{sorted(want) if not enc.is_default else 'features, not encoded arrays'}")
+    out = {}
+    for name, (shape, dtype) in want.items():
+        a = np.asarray(encoded[name])
+        if a.shape != shape or a.dtype != np.dtype(dtype):
+            raise SchemaError(f"{loc}: {name} is {a.dtype} {a.shape}, expected {dtype} {shape}")
+        bad = ~finite_rows(a) if a.dtype.kind == "f" else np.zeros(n, bool)
+        if bad.any():
+            raise SchemaError(f"{loc}: non-finite features in {name} for tiles {list(ids[bad][:10])}")
+        out[name] = a
     return out
 

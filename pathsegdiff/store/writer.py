@@ -105,18 +105,22 @@ class StoreWriter(FeatureStore):
 
     # -- writing -------------------------------------------------------------
     def write(self, indices: Iterable[int] | slice | range, batch: S.TileBatch,
-              finite: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+              finite: Mapping[int, Mapping[str, Any]] | None = None, encoded: Mapping[str, Any] | None = None) -> None:
         """Write B tiles at ``indices``; their status becomes written only after all arrays are.
 
         ``finite[t][block]``: (B,) bools, tile k's features hold no inf or NaN,
         computed by the caller where the features were made (on the GPU, where
-        it costs nothing); None: the writer checks them itself.
+        it costs nothing); None: the writer checks them itself.  ``encoded``:
+        a compact store's feature arrays already encoded where they were made
+        (array path -> array; extract/device_encoding.py on a GPU), in place of
+        ``batch.features``: the writer checks them and skips its own encoding.
         """
         t0 = time.perf_counter()
         idx = self._indices(indices)
-        arrays = check_batch(self.location, self.schema, self.tile_ids(idx), batch, finite)
+        arrays = check_batch(self.location, self.schema, self.tile_ids(idx), batch, finite, encoded)
         tc = time.perf_counter()
-        arrays = self.encoding.encode(arrays)  # int8 codes and scale/offset, PCA coefficients (encoded.py)
+        if encoded is None:
+            arrays = self.encoding.encode(arrays)  # int8 codes and scale/offset, PCA coefficients (encoded.py)
         t1 = time.perf_counter()
         runs = _runs(idx)
         direct, pipeline = [], []

@@ -67,3 +67,30 @@ def test_extraction_on_cuda_writes_the_store_the_cpu_writes(tmp_path):
                 y = tb.features[t][name].astype(np.float32)
                 assert np.abs(y - x).max() / np.abs(x).max() < 1e-2, (i, t, name)
         assert np.array_equal(ta.rgb, tb.rgb)
+
+
+def test_a_compact_extraction_on_cuda_encodes_on_the_gpu_and_matches_the_cpu(tmp_path, monkeypatch):
+    """int8 on CUDA: the loop encodes on the device (device_encoding.py) and the writer takes the codes."""
+    from pathsegdiff.extract import device_encoding
+    from pathsegdiff.extract.run.config import ExtractConfig
+    from pathsegdiff.extract.run.job import run_extraction
+    from pathsegdiff.store import open_store
+    from pathsegdiff.tiles.datasets import SourceConfig, open_source
+
+    calls = []
+    encode = device_encoding.DeviceEncoder.__call__
+    monkeypatch.setattr(device_encoding.DeviceEncoder, "__call__",
+                        lambda self, f: calls.append(next(iter(next(iter(f.values())).values())).device) or encode(self, f))
+    source = open_source(TILES, SourceConfig(tile_size=64, stride=32))
+    stores = {}
+    for device in ("cpu", "cuda"):
+        stores[device] = tmp_path / f"{device}.zarr"
+        run_extraction(source, stores[device], ExtractConfig(device=device, batch_size=7, compact="int8"),
+                       progress=False, echo=lambda line: None)
+    assert calls and all(d.type == "cuda" for d in calls)  # only the CUDA run encoded on the device
+    a, b = open_store(stores["cpu"]), open_store(stores["cuda"])
+    for i in range(len(source)):
+        ta, tb = a.read_tile(i), b.read_tile(i)
+        for t, blocks in ta.features.items():
+            for name, x in blocks.items():
+                assert np.abs(tb.features[t][name] - x).max() / np.abs(x).max() < 2e-2, (i, t, name)

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pathsegdiff.errors import InputError, PathsegdiffError
+from pathsegdiff.extract.device_encoding import DeviceEncoder
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.store import StoreSchema, TileBatch
@@ -133,6 +134,7 @@ def extract_tiles(source: TileSource, todo: np.ndarray, w, featurizer: Featurize
                         collate_fn=_collate, persistent_workers=False)
     writer = _Writer(cfg.queue_batches)
     copier = DeviceToHost(featurizer.backbone.device)
+    encoder = device_encoder(w, featurizer.backbone.device)
     spent = dict.fromkeys(("decode", "compute", "queue", "write"), 0.0)
     try:
         t = time.perf_counter()
@@ -150,7 +152,7 @@ def extract_tiles(source: TileSource, todo: np.ndarray, w, featurizer: Featurize
             good = [(i, s) for i, s, err in items if err is None]
             if good:
                 tm = time.perf_counter()
-                job = _compute(good, w, featurizer, w.schema, copier)
+                job = _compute(good, w, featurizer, w.schema, copier, encoder)
                 tq = time.perf_counter()
                 summary.model_seconds += tq - tm
                 spent["compute"] += tq - tm
@@ -172,17 +174,29 @@ def extract_tiles(source: TileSource, todo: np.ndarray, w, featurizer: Featurize
     writer.close()
 
 
-def _compute(good, w, featurizer: Featurizer, schema: StoreSchema, copier: DeviceToHost):
-    """Compute one batch and start its copy to the host; returns the writer thread's job."""
+def device_encoder(w, device: torch.device) -> DeviceEncoder | None:
+    """On CUDA a compact store's features are encoded on the GPU (device_encoding.py); elsewhere by the writer."""
+    encoding = getattr(w, "encoding", None)
+    if device.type != "cuda" or encoding is None or encoding.is_default:
+        return None
+    return DeviceEncoder(encoding, device)
+
+
+def _compute(good, w, featurizer: Featurizer, schema: StoreSchema, copier: DeviceToHost,
+             encoder: DeviceEncoder | None = None):
+    """Compute one batch (encoded on the device with ``encoder``) and start its copy to the host; returns the
+    writer thread's job."""
     idx = [i for i, _ in good]
     ids = list(w.tile_ids(idx))
     rgb = torch.from_numpy(np.stack([s.rgb for _, s in good]))
     store_dtype = torch.float16 if schema.features.dtype == "float16" else torch.float32
     out = featurizer(rgb, ids, out_dtype=store_dtype)
-    names = [(t, b) for t, d in out.features.items() for b in d]
-    tensors = [out.features[t][b] for t, b in names]
+    encoded = encoder(out.features) if encoder is not None else None
+    names = list(encoded) if encoded is not None else [(t, b) for t, d in out.features.items() for b in d]
+    tensors = [encoded[n] for n in names] if encoded is not None else [out.features[t][b] for t, b in names]
     extra = [x for x, keep in ((out.ssl, schema.ssl_dim), (out.latent, schema.latent_shape)) if keep]
-    checked = [out.finite[t][b] for t, b in names] if out.finite is not None else []
+    # The verdicts are on the features; encoded arrays carry a non-finite value through, and the writer checks them.
+    checked = [out.finite[t][b] for t, b in names] if out.finite is not None and encoded is None else []
     host, copied = copier.start(tensors + [x.float() for x in extra] + checked)
     batch = TileBatch({}, rgb=rgb.numpy())
     if schema.has_labels:
@@ -195,8 +209,9 @@ def _compute(good, w, featurizer: Featurizer, schema: StoreSchema, copier: Devic
     def write() -> None:  # in the writer thread, once the copy is done
         copied()
         arrays = [h.numpy() for h in host]
-        for (t, b), x in zip(names, arrays):
-            batch.features.setdefault(t, {})[b] = x
+        if encoded is None:
+            for (t, b), x in zip(names, arrays):
+                batch.features.setdefault(t, {})[b] = x
         rest = iter(arrays[len(names):])
         if schema.ssl_dim:
             batch.ssl = next(rest)
@@ -207,6 +222,9 @@ def _compute(good, w, featurizer: Featurizer, schema: StoreSchema, copier: Devic
             finite = {}
             for (t, b), ok in zip(names, rest):
                 finite.setdefault(t, {})[b] = ok
-        w.write(idx, batch, finite=finite)
+        if encoded is None:
+            w.write(idx, batch, finite=finite)
+        else:
+            w.write(idx, batch, encoded=dict(zip(names, arrays)))
 
     return write
