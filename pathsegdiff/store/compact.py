@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from pathsegdiff.errors import CorruptStoreError, SchemaError
+from pathsegdiff.errors import CorruptStoreError, NotAStoreError, SchemaError, StoreExistsError
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.cohort_columns import full_table
 from pathsegdiff.store.create import create_store
 from pathsegdiff.store.encodings import Calibration, bases_sha256, calibration_tiles, fit_bases, parse_preset
-from pathsegdiff.store.reader import FeatureStore, open_store
+from pathsegdiff.store.location import parse_location
+from pathsegdiff.store.reader import FeatureStore, open_store, read_root_attrs
 from pathsegdiff.store.verify import verify_store
 
 BATCH = 8  # tiles read, encoded and written together
@@ -98,6 +99,15 @@ def _batch(fs: FeatureStore, idx: np.ndarray) -> S.TileBatch:
     )
 
 
+def _refuse_existing(dst: str | os.PathLike, overwrite: bool) -> None:
+    try:
+        complete = bool(read_root_attrs(parse_location(dst)).get("complete"))
+    except (FileNotFoundError, NotAStoreError):
+        return  # nothing there, or not a store: create_store says what to do
+    if complete and not overwrite:
+        raise StoreExistsError(f"{dst}: a store already exists; pass --overwrite to replace it")
+
+
 def compact_store(src: str | os.PathLike, dst: str | os.PathLike, preset: str,
                   calibration: Calibration = Calibration(), overwrite: bool = False, progress: bool = False,
                   echo=lambda line: None) -> CompactSummary:
@@ -106,6 +116,7 @@ def compact_store(src: str | os.PathLike, dst: str | os.PathLike, preset: str,
     encoding = parse_preset(preset)
     fs = open_store(src)
     check_compactable(fs, src)
+    _refuse_existing(dst, overwrite)  # before the bases are fitted, not after
     if encoding.is_default:
         raise SchemaError(f"{fs.location}: already float16; choose a compact preset (int8, pcaK, pcaK-int8)")
     spec = fs.schema.features

@@ -11,7 +11,10 @@ this module applies it to a store's arrays:
 - ``pca/t<T>/<block>/{mean,components,explained}`` (pca presets): the basis,
   written when the store is created and never after.
 
-docs/store-format.md shows the same decoding in plain numpy.
+``EncodedReads`` gives ``FeatureStore`` its decoding reads (``read_features``,
+``read_coefficients``, ``read_tile``'s features); the writer calls
+``StoreEncoding.encode`` on each checked batch.  docs/store-format.md shows
+the same decoding in plain numpy.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 import synth
 from typer.testing import CliRunner
 
-from pathsegdiff.errors import CorruptStoreError, IdentityMismatchError, SchemaError
+from pathsegdiff.errors import CorruptStoreError, IdentityMismatchError, SchemaError, StoreExistsError
 from pathsegdiff.store import FeatureSpec, TileBatch, create_store, open_or_create, open_store
 from pathsegdiff.store.compact import compact_store
 from pathsegdiff.store.encodings import Calibration, bases_sha256, fit_bases, parse_preset, relative_error
@@ -196,3 +196,13 @@ def test_cli_store_compact_and_info(float16_store, tmp_path):
     r = runner.invoke(app, ["store", "compact", str(float16_store), "-o", str(tmp_path / "d.zarr"),
                             "--compact", "pca"])
     assert r.exit_code != 0 and "pcaK-int8" in r.output
+
+
+def test_store_compact_refuses_an_existing_destination_before_any_work(float16_store, tmp_path):
+    compact_store(float16_store, tmp_path / "c.zarr", "int8")
+    before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "c.zarr").rglob("*") if p.is_file())
+    with pytest.raises(StoreExistsError, match="--overwrite"):
+        compact_store(float16_store, tmp_path / "c.zarr", "pca4-int8")
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "c.zarr").rglob("*") if p.is_file()) == before
+    compact_store(float16_store, tmp_path / "c.zarr", "pca4-int8", Calibration(tiles=4), overwrite=True)
+    assert open_store(tmp_path / "c.zarr").schema.features.encoding == "pca4-int8"
