@@ -134,3 +134,13 @@ def test_the_trainers_dataset_reads_decoded_features(stores):
             x = item["features"][t][b]
             assert x.dtype == torch.float32 and tuple(x.shape) == fs.schema.features.block(b).shape
             np.testing.assert_array_equal(x.numpy(), fs.read_tile(7).features[t][b])
+
+
+def test_a_distributed_run_resumes_a_pca_store_with_its_bases(stores, tmp_path):
+    pytest.importorskip("distributed")
+    out = tmp_path / "d.zarr"
+    code, output = extract(TILES, out, *PCA, "--limit", "10")
+    assert code == 0, output
+    code, output = extract(TILES, out, *PCA, "--workers", "1")  # workers read the bases from the store
+    assert code == 0 and "26 tiles written" in output, output
+    assert data_bytes(out) == data_bytes(stores["pca"])

@@ -206,3 +206,19 @@ def test_store_compact_refuses_an_existing_destination_before_any_work(float16_s
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "c.zarr").rglob("*") if p.is_file()) == before
     compact_store(float16_store, tmp_path / "c.zarr", "pca4-int8", Calibration(tiles=4), overwrite=True)
     assert open_store(tmp_path / "c.zarr").schema.features.encoding == "pca4-int8"
+
+
+def test_verify_names_a_missing_scale_offset_and_a_damaged_basis(tmp_path):
+    path = make_store(tmp_path / "s.zarr", "pca4-int8")
+    (path / "features" / "t50" / "up1.scale_offset" / "c.3.0.0").unlink()  # tile 3's scale/offset
+    rep = verify_store(path)
+    assert not rep.ok and rep.damaged_indices == [3]
+    assert rep.problems["tile003"][0] == "features/t50/up1.scale_offset: chunk missing"
+    chunk = next(p for p in (path / "pca" / "t150" / "up2" / "components").rglob("*") if p.is_file()
+                 and p.name != "zarr.json")
+    data = bytearray(chunk.read_bytes())
+    data[0] ^= 1
+    chunk.write_bytes(bytes(data))
+    assert any("pca/t150/up2/components" in p for p in verify_store(path).store_problems)
+    with pytest.raises(CorruptStoreError, match="pca/t150/up2/components"):
+        open_store(path).read_tile(0)
