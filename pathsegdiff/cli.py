@@ -320,6 +320,7 @@ def train_cmd(
     dice: Annotated[float, typer.Option(help="Weight of a soft Dice loss added to cross-entropy.")] = 0.0,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better val mIoU.")] = 8,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    coefficients: Annotated[bool, typer.Option("--coefficients", help="Train on a PCA store's coefficients (faster reads); the head is saved composed onto the store's features.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
@@ -332,6 +333,7 @@ def train_cmd(
         head=head, blocks=split_list(blocks), timesteps=split_list(timesteps, int), epochs=epochs,
         batch_size=batch_size, lr=lr, dice_weight=dice, patience=patience,
         label_fraction=parse_label_fraction(label_fraction), runs=runs, seed=seed, workers=workers, device=device,
+        coefficients=coefficients,
     )
     r = train(stores, out, config, overwrite=overwrite, progress=not quiet)
     typer.echo(_result_line(out, r))

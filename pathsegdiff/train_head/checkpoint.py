@@ -52,6 +52,7 @@ class HeadMeta:
     seed: int = 0
     epoch: int = 0
     val_miou: float | None = None
+    coefficients: dict[str, Any] | None = None  # trained on a PCA store's coefficients: its encoding, basis_sha256
 
     @property
     def blocks(self) -> tuple[str, ...]:
@@ -67,7 +68,7 @@ class HeadMeta:
             "class_names": list(self.class_names), "ignore_index": self.ignore_index,
             "store_identity": self.store_identity, "store_identity_fields": self.store_identity_fields,
             "stores": list(self.stores), "train": self.train, "seed": self.seed, "epoch": self.epoch,
-            "val_miou": self.val_miou,
+            "val_miou": self.val_miou, "coefficients": self.coefficients,
         }
 
     @classmethod

@@ -36,7 +36,11 @@ def dihedral(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:
 
 class TileDataset(Dataset):
     """Tiles ``indices`` of the store at ``where`` (or of several stores, numbered across them): features,
-    labels and optional extras."""
+    labels and optional extras.
+
+    ``coefficients``: a PCA store's coefficients stand in for the features (``coefficients.py`` says when a
+    head may take them).
+    """
 
     def __init__(
         self,
@@ -48,6 +52,7 @@ class TileDataset(Dataset):
         seed: int = 0,
         with_rgb: bool = False,
         with_instances: bool = False,
+        coefficients: bool = False,
     ):
         self.wheres = as_wheres(where)
         self.where = self.wheres[0]
@@ -62,6 +67,7 @@ class TileDataset(Dataset):
         self.epoch = 0
         self.with_rgb = with_rgb
         self.with_instances = with_instances
+        self.coefficients = coefficients  # a PCA store's coefficients (K, h, w), not decoded features
         self._stores: dict[int, FeatureStore] = {}
         self._pid = -1
 
@@ -91,7 +97,8 @@ class TileDataset(Dataset):
         i = int(self.indices[item])
         k = int(np.searchsorted(self.offsets, i, side="right")) - 1
         s, local = self._open(k), i - int(self.offsets[k])
-        feats = {t: {b: s.read_features(local, t, b) for b in self.blocks} for t in self.timesteps}
+        read = s.read_coefficients if self.coefficients else s.read_features
+        feats = {t: {b: read(local, t, b) for b in self.blocks} for t in self.timesteps}
         labels = s.read_labels(local)
         extras = {}
         if self.with_rgb and s.schema.store_rgb:

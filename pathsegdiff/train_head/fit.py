@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from pathsegdiff.errors import ConfigError
 from pathsegdiff.train_head.checkpoint import HeadMeta, build_head, save_head
+from pathsegdiff.train_head.coefficients import coefficient_config, compose_head, store_bases
 from pathsegdiff.train_head.data import TileDataset, make_loader
 from pathsegdiff.train_head.heads import HEAD_KINDS, HeadConfig, SegHead
 from pathsegdiff.train_head.metrics import ConfusionMatrix
@@ -49,6 +50,7 @@ class TrainConfig:
     augment: bool = True  # random flips and quarter turns of features and labels
     workers: int = 0  # DataLoader worker processes
     device: str = "cpu"
+    coefficients: bool = False  # train on a PCA store's coefficients; the head is saved composed (coefficients.py)
     head_options: Mapping[str, Any] = field(default_factory=dict)  # extra HeadConfig fields
 
     def __post_init__(self) -> None:
@@ -154,14 +156,24 @@ def fit_one(
     progress: bool = True,
 ) -> FitResult:
     """Train one head on tiles of the store(s) ``where`` (numbered across them); the best epoch by val mIoU is
-    saved to ``out_dir`` and returned."""
+    saved to ``out_dir`` and returned.  With ``config.coefficients`` it trains on PCA coefficients and both the
+    saved and the returned head are composed onto ``head_config``'s features."""
     device = resolve_device(config.device)
+    bases = None
+    if config.coefficients:  # train on coefficients; save (and return) the head composed onto the features
+        bases, record = store_bases(where, config.head)
+        meta_base = HeadMeta(**{**meta_base.__dict__, "coefficients": record})
+
+    def saved(h: SegHead) -> SegHead:
+        return compose_head(h, head_config, bases) if bases else h
+
     torch.manual_seed(seed)
-    head = build_head(head_config).to(device)
+    head = build_head(coefficient_config(head_config, bases) if bases else head_config).to(device)
     ignore, n_classes = meta_base.ignore_index, head_config.n_classes
     names = [b.name for b in head_config.blocks]
-    train_ds = TileDataset(where, train_idx, names, head_config.timesteps, augment=config.augment, seed=seed)
-    val_ds = TileDataset(where, val_idx, names, head_config.timesteps)
+    train_ds = TileDataset(where, train_idx, names, head_config.timesteps, augment=config.augment, seed=seed,
+                           coefficients=config.coefficients)
+    val_ds = TileDataset(where, val_idx, names, head_config.timesteps, coefficients=config.coefficients)
     train_dl = make_loader(train_ds, config.batch_size, True, config.workers, seed)
     val_dl = make_loader(val_ds, config.batch_size, False, config.workers, seed)
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -205,11 +217,10 @@ def fit_one(
             best_state = copy.deepcopy(head.state_dict())
             meta = HeadMeta(**{**meta_base.__dict__, "seed": seed, "epoch": best_epoch,
                                "val_miou": val_miou if math.isfinite(val_miou) else None})
-            save_head(out_dir, head, meta)  # on disk at once: an interrupted run keeps its best head
+            save_head(out_dir, saved(head), meta)  # on disk at once: an interrupted run keeps its best head
         else:
             stale += 1
             if stale >= config.patience:
                 break
     head.load_state_dict(best_state)
-    head.eval()
-    return FitResult(head, meta, history)
+    return FitResult(saved(head.eval()), meta, history)

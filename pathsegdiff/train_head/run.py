@@ -11,6 +11,9 @@ Layout of a run directory::
     RUN/plots/                   learning curves, confusion matrix, overlays
     RUN/runs/seed_<s>/           head.safetensors, head.json, history.json of each seed
 
+With ``config.coefficients`` the heads train on a PCA store's coefficients and are saved composed onto its
+features (``coefficients.py``); run.json and head.json record the encoding and basis_sha256.
+
 A RUN directory that holds a different run (another config or store) is
 refused unless ``overwrite`` (another config, store identity or list of
 stores); a directory that holds anything else is never
@@ -30,6 +33,7 @@ import numpy as np
 
 from pathsegdiff.errors import InputError, StoreExistsError
 from pathsegdiff.train_head.checkpoint import RUN_META, HeadMeta
+from pathsegdiff.train_head.coefficients import store_bases
 from pathsegdiff.train_head.evaluate import evaluate_head, label_origin
 from pathsegdiff.train_head.fit import TrainConfig, fit_one, resolve_device
 from pathsegdiff.train_head.heads import HeadConfig
@@ -84,6 +88,8 @@ def train(
         require_labels(s)
     blocks, timesteps = resolve_selection(store, config.blocks, config.timesteps)
     resolve_device(config.device)
+    # refused before anything is written: not a PCA store, or a head that cannot take coefficients
+    coefficients = store_bases(wheres, config.head)[1] if config.coefficients else None
     splits = read_splits(store, config.data_seed, config.val_fraction)
     subset = label_subset(splits.train, config.label_fraction, config.data_seed)
     if not len(splits.val):
@@ -95,9 +101,11 @@ def train(
     head_config = HeadConfig(config.head, blocks, timesteps, len(sch.class_names), sch.tile_size,
                              **dict(config.head_options))
     meta_base = HeadMeta(head_config, tuple(sch.class_names), sch.ignore_index, store.identity,
-                         dict(store.meta.get("identity_fields", {})), tuple(wheres), config.to_dict())
+                         dict(store.meta.get("identity_fields", {})), tuple(wheres), config.to_dict(),
+                         coefficients=coefficients)
     prepare_run_dir(run_dir, config, store.identity, overwrite, wheres)
-    common = {"config": config.to_dict(), "stores": wheres, "store_identity": store.identity}
+    common = {"config": config.to_dict(), "stores": wheres, "store_identity": store.identity,
+              **({"coefficients": coefficients} if coefficients else {})}
     _write_run_meta(run_dir, **common, status="running")
 
     per_run, histories, evaluations = [], {}, []
