@@ -164,19 +164,25 @@ def _check_weight_shapes(meta: HeadMeta, weights: Path) -> None:
         raise ValueError(f"{WEIGHTS} does not match {META} ({len(bad)} tensors differ: {detail})")
 
 
+ALLOWED_TO_DIFFER = ("blocks", "timesteps", "compute_dtype", "encoding", "basis_sha256")
+
+
 def check_store_matches(meta: HeadMeta, store: FeatureStore, need_labels: bool = True) -> None:
     """Refuse a store whose features differ from those the head was trained on.
 
     The store may hold other blocks or timesteps than the training store (its
-    identity hash then differs) or come from another compute dtype (bf16
+    identity hash then differs), come from another compute dtype (bf16
     features read by an fp32-trained fcn head cost 0.002 mIoU in
-    bench/numerics.py), but every other identity field must match and the
-    head's blocks must be there with the same shapes.
+    bench/numerics.py) or be stored in another compact encoding (the reader
+    decodes to the same shapes: evaluating a float16-trained head on a compact
+    copy is how a user measures what the encoding costs), but every other
+    identity field must match and the head's blocks must be there with the
+    same shapes.
     """
     have = dict(store.meta.get("identity_fields", {}))
     want = dict(meta.store_identity_fields)
     differing = sorted(k for k in set(have) | set(want)
-                       if k not in ("blocks", "timesteps", "compute_dtype") and have.get(k) != want.get(k))
+                       if k not in ALLOWED_TO_DIFFER and have.get(k) != want.get(k))
     if differing:
         detail = "; ".join(f"{k}: head {want.get(k)!r}, store {have.get(k)!r}" for k in differing)
         raise InputError(

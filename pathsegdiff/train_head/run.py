@@ -56,7 +56,9 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, ove
             old = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             old = {}
-        same = old.get("config") == clean_json(config.to_dict()) and old.get("store_identity") == store_identity
+        # Options added since that run was written read as their defaults (TrainConfig() is all defaults).
+        old_config = {**clean_json(TrainConfig().to_dict()), **(old.get("config") or {})}
+        same = old_config == clean_json(config.to_dict()) and old.get("store_identity") == store_identity
         if stores is not None:  # a run of the same features over other stores is another run
             same = same and (old.get("stores") or [old.get("store")]) == list(stores)
         if not (same or overwrite):

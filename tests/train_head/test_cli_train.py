@@ -138,3 +138,18 @@ def test_bad_head_and_device(learnable_store, tmp_path):
     expect_error(invoke("train", learnable_store, "-o", tmp_path / "r", "--head", "unet"), "unknown head 'unet'")
     if not torch.cuda.is_available():
         expect_error(invoke("train", learnable_store, "-o", tmp_path / "r", "--device", "cuda"), "no CUDA device")
+
+
+def test_a_run_written_before_an_option_existed_is_the_same_run(learnable_store, tmp_path):
+    """run.json of an older version lacks options added since (e.g. coefficients): they read as their defaults."""
+    run = tmp_path / "run"
+    args = ("train", learnable_store, "-o", run, "--head", "linear", "--epochs", "1", "--quiet")
+    assert invoke(*args).exit_code == 0
+    meta = json.loads((run / "run.json").read_text())
+    del meta["config"]["coefficients"]
+    (run / "run.json").write_text(json.dumps(meta))
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    meta["config"]["epochs"] = 7  # a real difference still counts
+    (run / "run.json").write_text(json.dumps(meta))
+    expect_error(invoke(*args), "holds a different run")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from synthetic_store import build_store
 from typer.testing import CliRunner
 
 from pathsegdiff.cli import app
@@ -97,6 +98,26 @@ def test_train_coefficients_through_the_cli_then_evaluate(pca_store, tmp_path):
     assert r.exit_code == 0, r.output
     (report,) = (run / "eval").glob("*-test/results.json")
     assert json.loads(report.read_text())["miou"] == pytest.approx(trained["miou"], abs=1e-6)
+
+
+def test_a_head_evaluates_on_the_store_in_another_encoding(learnable_store, pca_store, tmp_path):
+    """The composed head on the float16 store it was compacted from (what the encoding costs, measured by a
+    user), and the reverse; another model's store is still refused."""
+    run = tmp_path / "run"
+    assert invoke("train", pca_store, "-o", run, "--head", "linear", "--epochs", "3", "--coefficients",
+                  "--quiet").exit_code == 0
+    r = invoke("evaluate", run, "--store", learnable_store, "--split", "test", "-o", tmp_path / "ev", "--quiet")
+    assert r.exit_code == 0, r.output
+    on_f16 = json.loads((tmp_path / "ev" / "results.json").read_text())["miou"]
+    assert on_f16 == pytest.approx(json.loads((run / "results.json").read_text())["miou"], abs=0.05)
+    f16_run = tmp_path / "f16"
+    assert invoke("train", learnable_store, "-o", f16_run, "--head", "linear", "--epochs", "2", "--quiet").exit_code == 0
+    r = invoke("evaluate", f16_run, "--store", pca_store, "--split", "test", "-o", tmp_path / "ev2", "--quiet")
+    assert r.exit_code == 0, r.output
+    other = build_store(tmp_path / "other.zarr", weights_sha256="1" * 64)  # the same shapes from other weights
+    r = invoke("evaluate", f16_run, "--store", other, "--split", "test", "-o", tmp_path / "ev3", "--quiet")
+    assert r.exit_code != 0 and "features differ from those the head was trained on" in r.output
+    assert "weights_sha256" in r.output and not (tmp_path / "ev3").exists()
 
 
 def expect_refused(args, out, *fragments):
