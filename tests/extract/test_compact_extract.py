@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from pathsegdiff.store import open_store
 from pathsegdiff.store.encodings import relative_error
 from pathsegdiff.store.verify import verify_store
 from pathsegdiff.tiles.datasets import SourceConfig, open_source
+from test_job import TILES, data_bytes  # the same tiles; every object but the root document
 
-TILES = Path(__file__).parents[1] / "data" / "he_tiles"
 ARGS = ["--tile-size", "64", "--stride", "32", "--quiet", "--batch-size", "4"]  # 36 tiles from six crops
 PCA = ["--compact", "pca8-int8", "--calibration-tiles", "6"]
 runner = CliRunner()
@@ -31,12 +30,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def extract(src, out, *extra):
     r = runner.invoke(app, ["extract", str(src), "-o", str(out), *ARGS, *map(str, extra)])
     return r.exit_code, r.output
-
-
-def data_bytes(root: Path) -> dict[str, bytes]:
-    """Every object but the root document (whose provenance records the command line)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.relative_to(root).as_posix() != "zarr.json" and not p.name.startswith(".")}
 
 
 @pytest.fixture(scope="module")
