@@ -333,7 +333,7 @@ def report(preset: str, results: dict, args) -> None:
     blocks = [BlockSpec(b, *REFERENCE_BLOCKS[b]) for b in ("up1", "up2")]
     per_t = sum(b.channels * b.height * b.width * 2 if enc.is_default else enc.stored_bytes(*b.shape) for b in blocks)
     where = "the writer thread's numpy encoder" if args.host_encode else "the device, beforehand"
-    print(f"\n{preset}: {per_t * 2 / 1e6:.2f} MB of features per tile (encoded by {where})")
+    print(f"\n{preset}: {per_t * 2 / 1e6:.2f} MB of features per tile" + ("" if enc.is_default else f" (encoded by {where})"))
     keys = [(v, lbl) for v in VERSIONS for lbl in ("at rate", "ceiling")]
     med = {k: _median(results[k]) for k in keys}
     print(f"{'':34}" + "".join(f"{v:>16}" for v, _ in keys))
