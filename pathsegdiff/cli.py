@@ -251,7 +251,7 @@ def extract_cmd(
     scheduler: Annotated[str | None, typer.Option(help="Run on the dask.distributed cluster of this scheduler (tcp://host:8786).")] = None,
     workers: Annotated[int | None, typer.Option(help="Run on a local dask cluster of this many worker processes (one per GPU with --device cuda).")] = None,
     shard_tiles: Annotated[int, typer.Option(help="Tiles per shard object of each array (1: one object per tile; more for object stores).")] = 1,
-    limit: Annotated[int | None, typer.Option(help="Extract at most this many tiles in this run.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Extract at most this many tiles in this run (a new pcaK store computes its calibration tiles first, even past the limit).")] = None,
     skip_errors: Annotated[bool, typer.Option("--skip-errors", help="Record unreadable tiles (and a cohort's unusable slides) and go on.")] = False,
     store_latent: Annotated[bool, typer.Option("--store-latent", help="Also store the VAE latent z0.")] = False,
     compact: Annotated[str, typer.Option(help="Feature encoding: float16 (default), int8 (2x fewer bytes), pcaK or pcaK-int8 (K principal components per block, e.g. pca64-int8; bases fitted on calibration tiles). See the README's 'Compact stores'.")] = "float16",

@@ -128,6 +128,11 @@ def _check_encoded(loc: Location, sch: S.StoreSchema, ids: np.ndarray, encoded: 
         if a.shape != shape or a.dtype != np.dtype(dtype):
             raise SchemaError(f"{loc}: {name} is {a.dtype} {a.shape}, expected {dtype} {shape}")
         bad = ~finite_rows(a) if a.dtype.kind == "f" else np.zeros(n, bool)
+        if bad.any() and enc.uses_pca and not enc.int8 and not name.endswith(".scale_offset"):
+            # float16 coefficients: inf where a coefficient overflowed float16 (as the host encoder refuses)
+            raise SchemaError(f"{loc}: non-finite PCA coefficients in {name} for tiles {list(ids[bad][:10])}: the "
+                              f"features were not finite, or their coefficients overflow float16; a "
+                              f"{enc.name}-int8 store keeps a scale per channel")
         if bad.any():
             raise SchemaError(f"{loc}: non-finite features in {name} for tiles {list(ids[bad][:10])}")
         out[name] = a

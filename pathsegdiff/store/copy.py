@@ -20,7 +20,7 @@ from zarr.core.sync import sync
 
 from pathsegdiff.errors import ConfigError, CorruptStoreError, StoreExistsError
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.location import open_zarr_store, parse_location
+from pathsegdiff.store.location import open_zarr_store, parse_location, same_or_inside
 from pathsegdiff.store.reader import FeatureStore, open_store
 from pathsegdiff.store.write_errors import write_errors
 
@@ -81,7 +81,7 @@ def copy_store(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool =
 
     fs = open_store(src)
     src_loc, dst_loc = fs.location, parse_location(dst)
-    if _same_or_inside(src_loc, dst_loc):
+    if same_or_inside(src_loc, dst_loc):
         raise ConfigError(f"{dst}: the destination is the source store or inside it")
     if src_loc.kind == "dir":
         owner = StoreLock(src_loc.local_dir).read_owner()
@@ -132,16 +132,6 @@ def _copy_objects(fs: FeatureStore, dst, dst_loc, overwrite: bool, progress) -> 
     if problems or not rep.ok:
         raise CorruptStoreError(f"{dst}: the copy does not check out: {(problems + rep.lines())[:5]}")
     return total
-
-
-def _same_or_inside(src, dst) -> bool:
-    """Whether ``dst`` is ``src`` (spelled any way) or lies inside it: a copy there would destroy or grow the source."""
-    if src.kind == "url" or dst.kind == "url":
-        a, b = src.raw.rstrip("/"), dst.raw.rstrip("/")
-        return a == b or b.startswith(a + "/")
-    a = Path(src.raw.removeprefix("file://")).expanduser().resolve()
-    b = Path(dst.raw.removeprefix("file://")).expanduser().resolve()
-    return a == b or a in b.parents
 
 
 def _refuse_existing(loc, overwrite: bool) -> None:

@@ -68,7 +68,7 @@ def store_info(where: str | os.PathLike) -> dict[str, Any]:
     written = int((status == S.STATUS_WRITTEN).sum())
     size = bytes_on_disk(fs)
     sch = fs.schema
-    float16 = replace(sch, features=replace(sch.features, encoding="float16", basis_sha256=""))
+    float16 = replace(sch, features=replace(sch.features, encoding="float16", basis_sha256="", dtype="float16"))
     return {
         "location": str(fs.location),
         "schema_version": fs.meta["schema_version"],

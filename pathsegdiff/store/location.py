@@ -39,6 +39,16 @@ def parse_location(where: str | os.PathLike) -> Location:
     return Location(raw, "dir", path)
 
 
+def same_or_inside(src: Location, dst: Location) -> bool:
+    """Whether ``dst`` is ``src`` (spelled any way) or lies inside it: writing there would destroy or grow the source."""
+    if src.kind == "url" or dst.kind == "url":
+        a, b = src.raw.rstrip("/"), dst.raw.rstrip("/")
+        return a == b or b.startswith(a + "/")
+    a = Path(src.raw.removeprefix("file://")).expanduser().resolve()
+    b = Path(dst.raw.removeprefix("file://")).expanduser().resolve()
+    return a == b or a in b.parents
+
+
 # Environment variables whose values are secrets; never echoed in an error message.
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AZURE_STORAGE_KEY",
               "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING")

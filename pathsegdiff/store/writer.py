@@ -120,7 +120,10 @@ class StoreWriter(FeatureStore):
         arrays = check_batch(self.location, self.schema, self.tile_ids(idx), batch, finite, encoded)
         tc = time.perf_counter()
         if encoded is None:
-            arrays = self.encoding.encode(arrays)  # int8 codes and scale/offset, PCA coefficients (encoded.py)
+            try:
+                arrays = self.encoding.encode(arrays)  # int8 codes and scale/offset, PCA coefficients (encoded.py)
+            except SchemaError as e:  # e.g. float16 coefficients that overflow: name the store and the tiles
+                raise SchemaError(f"{self.location}: tiles {list(self.tile_ids(idx)[:5])}: {e}") from None
         t1 = time.perf_counter()
         runs = _runs(idx)
         direct, pipeline = [], []

@@ -137,3 +137,17 @@ def test_a_distributed_run_resumes_a_pca_store_with_its_bases(stores, tmp_path):
     code, output = extract(TILES, out, *PCA, "--workers", "1")  # workers read the bases from the store
     assert code == 0 and "26 tiles written" in output, output
     assert data_bytes(out) == data_bytes(stores["pca"])
+
+
+def test_unreadable_calibration_tiles_are_recorded_and_logged_like_any_other(tmp_path):
+    src = tmp_path / "tiles"
+    shutil.copytree(TILES, src)
+    bad = src / "images" / "target_image_x400_y300.png"
+    bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])  # header intact, pixels truncated
+    out = tmp_path / "p.zarr"
+    code, output = extract(src, out, "--compact", "pca8-int8", "--calibration-tiles", "36", "--skip-errors")
+    assert code == 0, output
+    fs = open_store(out)
+    assert len(fs.fail_reasons()) == 6 and len(fs.written()) == 30  # all computed in the calibration pass
+    logged = (tmp_path / "p.zarr.errors.log").read_text().splitlines()
+    assert len(logged) == 6 and all(line.startswith("target_image_x400_y300") for line in logged)

@@ -128,3 +128,16 @@ def test_only_cuda_encodes_on_the_device(tmp_path):
         assert isinstance(device_encoder(w, torch.device("cuda")), DeviceEncoder)  # int8 has no basis to move: no GPU touched
     with create_store(tmp_path / "f.zarr", synth.schema(), synth.records()) as w:
         assert device_encoder(w, torch.device("cuda")) is None
+
+
+def test_coefficients_that_overflow_on_the_device_get_the_same_refusal(tmp_path):
+    encoding, bases = encoding_for("pca4")
+    batch = features(range(2))
+    x = batch.features[50]["up1"].astype(np.float32)
+    batch.features[50]["up1"] = x / np.abs(x).max() * 60000  # features within float16, coefficients beyond it
+    dev = DeviceEncoder(encoding, "cpu")({t: {b: torch.from_numpy(x) for b, x in d.items()}
+                                          for t, d in batch.features.items()})
+    schema = synth.schema(encoding="pca4", basis_sha256=bases_sha256(bases))
+    with create_store(tmp_path / "s.zarr", schema, synth.records(), bases=bases) as w:
+        with pytest.raises(SchemaError, match="non-finite PCA coefficients .* overflow float16; a pca4-int8 store"):
+            w.write(range(2), without_features(range(2)), encoded={k: v.numpy() for k, v in dev.items()})

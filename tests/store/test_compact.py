@@ -14,16 +14,11 @@ import pytest
 import synth
 from typer.testing import CliRunner
 
-from pathsegdiff.errors import CorruptStoreError, IdentityMismatchError, SchemaError, StoreExistsError
-from pathsegdiff.store import FeatureSpec, TileBatch, create_store, open_or_create, open_store
+from pathsegdiff.errors import ConfigError, CorruptStoreError, IdentityMismatchError, SchemaError, StoreExistsError
+from pathsegdiff.store import TileBatch, create_store, open_or_create, open_store
 from pathsegdiff.store.compact import compact_store
 from pathsegdiff.store.encodings import Calibration, bases_sha256, fit_bases, parse_preset, relative_error
 from pathsegdiff.store.verify import verify_store
-
-# Written ahead of the store integration (issue 14, phase B: FeatureSpec.encoding, create_store(bases=...),
-# decoding readers, `store compact`); skipped until it lands, then every test here must pass.
-pytestmark = pytest.mark.skipif("encoding" not in FeatureSpec.__dataclass_fields__,
-                                reason="compact encodings are not integrated into the store yet (issue 14, phase B)")
 
 DOC = Path(__file__).parents[2] / "docs" / "store-format.md"
 # Relative error each encoding must stay within on rank-3 features (6 and 4 channels): pca4 keeps rank 3 whole.
@@ -208,6 +203,60 @@ def test_store_compact_refuses_an_existing_destination_before_any_work(float16_s
     assert open_store(tmp_path / "c.zarr").schema.features.encoding == "pca4-int8"
 
 
+def test_store_compact_never_writes_over_its_source_or_a_foreign_directory(float16_store, tmp_path):
+    before = {p: p.read_bytes() for p in float16_store.rglob("*") if p.is_file()}
+    for dst in (float16_store, float16_store / "inside.zarr"):
+        with pytest.raises(ConfigError, match="source store"):
+            compact_store(float16_store, dst, "int8", overwrite=True)
+    assert {p: p.read_bytes() for p in float16_store.rglob("*") if p.is_file()} == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(StoreExistsError, match="not a pathsegdiff store"):
+        compact_store(float16_store, mine, "int8", overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_a_failed_store_compact_leaves_nothing_and_an_overwritten_store_survives(float16_store, tmp_path,
+                                                                                  monkeypatch):
+    import pathsegdiff.store.writer as writer
+
+    dst = tmp_path / "c.zarr"
+    compact_store(float16_store, dst, "int8")
+    kept = {p.relative_to(dst): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    calls = []
+    write = writer.StoreWriter.write
+
+    def fail_second(self, *a, **kw):  # a full disk (or an overflow, Ctrl-C) part-way through
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return write(self, *a, **kw)
+
+    monkeypatch.setattr(writer.StoreWriter, "write", fail_second)
+    with pytest.raises(OSError):
+        compact_store(float16_store, dst, "pca4-int8", Calibration(tiles=4), overwrite=True)
+    assert {p.relative_to(dst): p.read_bytes() for p in dst.rglob("*") if p.is_file()} == kept  # the old one whole
+    calls.clear()
+    with pytest.raises(OSError):
+        compact_store(float16_store, tmp_path / "new.zarr", "int8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr", "f16.zarr"]  # no partial copy, no staging dir
+
+
+def test_store_compact_of_a_bitround_store_and_of_a_store_without_written_tiles(tmp_path):
+    path = tmp_path / "br.zarr"
+    with create_store(path, synth.schema(codec="bitround7-zstd"), synth.records()) as w:
+        w.write(range(12), low_rank_batch(range(12)))
+    out = open_store(compact_store(path, tmp_path / "c.zarr", "int8").destination)
+    assert out.schema.features.codec == "none" and len(out.written()) == 12  # int8 codes take a lossless codec
+    none = tmp_path / "none.zarr"
+    with create_store(none, synth.schema(), synth.records()) as w:
+        w.mark_failed(range(12), ["unreadable: test"] * 12)
+    with pytest.raises(SchemaError, match="no written tile to fit PCA bases on"):
+        compact_store(none, tmp_path / "p.zarr", "pca4")
+    assert not (tmp_path / "p.zarr").exists()
+
+
 def test_verify_names_a_missing_scale_offset_and_a_damaged_basis(tmp_path):
     path = make_store(tmp_path / "s.zarr", "pca4-int8")
     (path / "features" / "t50" / "up1.scale_offset" / "c.3.0.0").unlink()  # tile 3's scale/offset
@@ -222,3 +271,15 @@ def test_verify_names_a_missing_scale_offset_and_a_damaged_basis(tmp_path):
     assert any("pca/t150/up2/components" in p for p in verify_store(path).store_problems)
     with pytest.raises(CorruptStoreError, match="pca/t150/up2/components"):
         open_store(path).read_tile(0)
+
+
+def test_coefficients_that_overflow_float16_are_refused_naming_the_store_and_tiles(tmp_path):
+    bases = bases_for("pca4")
+    batch = low_rank_batch(range(4))
+    x = batch.features[50]["up1"]
+    batch.features[50]["up1"] = x / np.abs(x).max() * 60000  # features within float16, coefficients beyond it
+    path = tmp_path / "s.zarr"
+    with create_store(path, compact_schema("pca4", bases), synth.records(), bases=bases) as w:
+        with pytest.raises(SchemaError, match=r"s\.zarr: tiles \['tile000', .*overflow float16.*pca4-int8"):
+            w.write(range(4), batch)
+        assert not (w.status() != 0).any()

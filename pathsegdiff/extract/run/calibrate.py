@@ -129,6 +129,7 @@ def pca_bases(source: TileSource, featurizer: Featurizer, cfg: ExtractConfig, sc
         return (with_basis(schema, have.spec.basis_sha256), have.bases, None) if have.encoding == enc else \
             (schema, None, None)
     calibration = Calibration(tiles=cfg.calibration_tiles)
-    echo(f"calibrating {enc.name}: {calibration.tiles} tiles spread over the slides (computed once, then stored)")
+    echo(f"calibrating {enc.name}: {calibration.tiles} tiles spread over the slides (computed once, then stored; "
+         "they count towards --limit)")
     bases, recorder = calibrate(source, featurizer, cfg, schema, enc.components, calibration, summary)
     return with_basis(schema, bases_sha256(bases)), bases, recorder

@@ -199,6 +199,8 @@ def run_extraction(source: TileSource, store: str | os.PathLike, cfg: ExtractCon
             replayed = calibrated.n_tiles if calibrated is not None else 0
             if calibrated is not None:
                 calibrated.replay(w)  # the calibration tiles, computed once, written like any other
+                for idx, reasons in calibrated.failed:  # unreadable ones (--skip-errors), logged as any other
+                    log_failures(store, list(w.tile_ids(idx)), reasons)
             summary.appended = w.n_tiles - n_before if n_before else 0
             if skipped:
                 log_failures(store, list(skipped), [f"slide skipped: {r}" for r in skipped.values()])
