@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 from test_resume import store_bytes
+from sigkill import run_then_sigkill
 
 import cohort_data as cd
 from cohort_data import COHORT_ARGS, extract
@@ -119,19 +116,7 @@ def test_an_append_killed_midway_is_rolled_back_and_redone(cohort, cohort_store,
 def test_sigkill_mid_cohort_then_resume_gives_the_same_store(cohort, cohort_store, tmp_path):
     out = tmp_path / "k.zarr"
     cmd = [sys.executable, "-m", "pathsegdiff.cli", "extract", str(cohort["manifest"]), "-o", str(out), *COHORT_ARGS]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill inside the second slide or later: a's 9 tiles are written
-        try:
-            done = len(open_store(out).written())
-        except Exception:
-            done = 0
-        if done >= 12 or proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = run_then_sigkill(cmd, out, written=12)  # inside the second slide or later: a's 9 tiles are written
     assert proc.returncode == -9, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
     fs = open_store(out)
     assert 9 < len(fs.written()) < 52 and verify_store(out).ok

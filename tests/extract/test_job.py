@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from sigkill import run_then_sigkill
 from typer.testing import CliRunner
 
 from pathsegdiff.cli import app
@@ -73,19 +70,7 @@ def test_batch_size_does_not_change_a_bit(reference, tmp_path):
 def test_sigkill_then_resume_gives_the_same_store(reference, tmp_path):
     out = tmp_path / "k.zarr"
     cmd = [sys.executable, "-m", "pathsegdiff.cli", "extract", str(TILES), "-o", str(out), *ARGS, "--batch-size", "4"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # as this process (one_thread)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once some, not all, tiles are written
-        try:
-            done = len(open_store(out).written())
-        except Exception:
-            done = 0
-        if done >= 8 or proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = run_then_sigkill(cmd, out, written=8)  # once some, not all, tiles are written
     assert proc.returncode == -9, "the run ended before it could be killed"
     fs = open_store(out)
     assert 0 < len(fs.written()) < 36
