@@ -3,7 +3,7 @@
 Prints one table, a row per preset (float16 first, the reference):
 
 - at the reference model's shapes (``up1`` 576x32x32 + ``up2`` 384x64x64 at
-  t = 50 and 150, DESIGN.md), on synthetic feature-like data: feature bytes
+  t = 50 and 150, docs/architecture.md), on synthetic feature-like data: feature bytes
   per tile and the ratio to float16, write and random-read tiles/s through
   the store (encoding and decoding included), and the per-block relative
   reconstruction error ||x - decoded|| / ||x||; that error depends on the

@@ -44,7 +44,7 @@ stand-in.  ``--tiles``, ``--batch-size``, ``--decode-workers``, ``--stride``,
 ``--repeat`` and ``--dir`` carry over.
 
 ``--model reference`` is ``pathsegdiff.extract.backbones.tiny.build_reference_size``:
-random weights in the reference model's shapes (DESIGN.md 3), not the real
+random weights in the reference model's shapes (docs/architecture.md), not the real
 model.
 """
 
@@ -66,7 +66,7 @@ import torch
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 MODELS = ("tiny", "reference")
-CPU_REFERENCE_MAX_TILES = 2  # seconds per tile per timestep on a CPU core (DESIGN.md 3)
+CPU_REFERENCE_MAX_TILES = 2  # seconds per tile per timestep on a CPU core (docs/architecture.md, reference costs)
 STAGES = ("decode", "conditioning", "vae_encode", "unet_and_noise", "cast_to_host", "write")
 
 

@@ -13,7 +13,7 @@ in a fresh child process so peak RSS is its own:
 
 Timings are wall-clock on whatever this machine is doing; the ratio is the
 number to read.  The tiny model costs about 0.1 s per tile; the reference
-400 M model costs 20-50x more (DESIGN.md 3), which this benchmark does not run.
+400 M model costs 20-50x more (docs/architecture.md, reference model costs), which this benchmark does not run.
 
 Features come from ``pathsegdiff.extract.featurize.Featurizer`` (the one
 path from tiles to features, as ``pathsegdiff extract`` takes) both when the
@@ -208,7 +208,7 @@ def main() -> None:
     n_train = (2 * a.tiles) // 3
     for label, per_tile_s in (("bf16", 1.9), ("fp32", 4.9)):
         projected = (store0["epoch_s"] + n_train * per_tile_s) / store0["epoch_s"]
-        print(f"  projected for the reference 400 M model ({per_tile_s} s/tile {label}, measured in DESIGN.md 3, "
+        print(f"  projected for the reference 400 M model ({per_tile_s} s/tile {label}, docs/architecture.md, "
               f"not here): {projected:.0f}x")
     print(f"4x store / store: epoch time {store4x['epoch_s'] / store0['epoch_s']:.1f}x, "
           f"peak RSS {store4x['peak_rss_mib'] / store0['peak_rss_mib']:.2f}x")
