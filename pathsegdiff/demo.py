@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pathsegdiff.errors import InputError, StoreExistsError
+from pathsegdiff.errors import InputError
+from pathsegdiff.output_dir import OutputKind, replace_output_dir
 
 REPO_SLIDE = Path(__file__).resolve().parents[1] / "tests" / "data" / "cmu_small_region.svs"
 
@@ -34,6 +35,10 @@ class DemoConfig:
     stride: int = 128
     min_tissue: float = 0.25
     epochs: int = 15
+
+
+DEMO_OUTPUT = OutputKind("demo", names=frozenset({"features.zarr", "run", "prediction", "slide_prediction.png"}),
+                         required=frozenset({"features.zarr"}))
 
 
 def run_demo(out_dir: str | Path, cfg: DemoConfig = DemoConfig(), overwrite: bool = False, echo=print) -> dict:
@@ -50,11 +55,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig = DemoConfig(), overwrite: boo
     if not slide.is_file():
         raise InputError(f"{slide}: the demo slide is missing (run the demo from a clone of the repository, "
                          "or pass --slide PATH to another H&E slide)")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise StoreExistsError(f"{out}: exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    replace_output_dir(out, DEMO_OUTPUT, overwrite)
     t0 = time.perf_counter()
     steps = {}
 

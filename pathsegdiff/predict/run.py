@@ -13,7 +13,6 @@ refused with how many and why (``coverage.py``), never used for part of the slid
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -24,7 +23,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pathsegdiff.errors import ConfigError, IdentityMismatchError, StoreExistsError
+from pathsegdiff.errors import ConfigError, IdentityMismatchError
+from pathsegdiff.output_dir import OutputKind, check_output_dir, replace_output_dir
 from pathsegdiff.predict.coverage import match_store
 from pathsegdiff.predict.inputs import ImageInput, SlideInput, open_input
 from pathsegdiff.predict.outputs import MaskCanvas, overlay, write_geojson, write_png, write_pyramid_tiff
@@ -121,13 +121,17 @@ def _store_tiles(source, cfg: PredictConfig, meta, stitch: StitchConfig, echo) -
     return tiles(), {"from_store": len(cov.stored), "computed": len(cov.missing)}
 
 
+PREDICT_OUTPUT = OutputKind(
+    "predict", names=frozenset({"mask.tif", "mask.png", "mask.u8", "overlay.png", "regions.geojson", "prediction.json"}),
+    required=frozenset({"prediction.json"}))
+
+
 def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, cfg: PredictConfig = PredictConfig(),
             overwrite: bool = False, echo=lambda line: None) -> dict:
     """Predict a class map for one image or slide; returns a summary (also written to OUT/prediction.json)."""
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise StoreExistsError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    check_output_dir(out, PREDICT_OUTPUT, overwrite)
     head, meta = load_head(head_run, device=cfg.device)
     tile = int(meta.store_identity_fields.get("tile_size", 256))
     stitch = StitchConfig(tile=tile, overlap=tile // 4 if cfg.overlap is None else cfg.overlap, window=cfg.window)
@@ -140,9 +144,7 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
             raise ConfigError("predict needs --model (or --store with the slide's features)")
         tiles = _extracted_tiles(source, _featurizer(cfg, meta), cfg, stitch)
         origin = {"from_store": 0, "computed": source.n_tiles(stitch)}
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    replace_output_dir(out, PREDICT_OUTPUT, overwrite)
     canvas = MaskCanvas(source.height, source.width, out)
     fuser = LogitFuser(source.height, source.width, len(meta.class_names), stitch)
     n = 0

@@ -123,6 +123,11 @@ def _refuse_existing(src: str | os.PathLike, dst: str | os.PathLike, overwrite: 
         if loc.local_dir is not None and loc.local_dir.is_dir() and any(loc.local_dir.iterdir()):
             raise StoreExistsError(f"{dst}: exists and is not a pathsegdiff store; choose another destination") from None
         return
+    if loc.local_dir is not None:
+        foreign = S.foreign_entries(p.name for p in loc.local_dir.iterdir())
+        if foreign:
+            raise StoreExistsError(f"{dst}: holds files that are not the store's ({', '.join(foreign[:3])}); "
+                                   "refusing to replace it: move them out or choose another destination")
     if not overwrite:
         raise StoreExistsError(f"{dst}: a store already exists; pass --overwrite to replace it")
 

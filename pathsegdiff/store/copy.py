@@ -10,6 +10,7 @@ who receives a store runs ``pathsegdiff store verify --manifest`` to check it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import zipfile
 from collections.abc import Callable
@@ -134,12 +135,27 @@ def _copy_objects(fs: FeatureStore, dst, dst_loc, overwrite: bool, progress) -> 
     return total
 
 
+def _is_packed_store(path: Path) -> bool:
+    """A zip written by ``store pack``: a root zarr.json carrying pathsegdiff's attributes, and the manifest."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if "zarr.json" not in names or MANIFEST not in names:
+                return False
+            return S.ATTR_KEY in (json.loads(zf.read("zarr.json")).get("attributes") or {})
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
 def _refuse_existing(loc, overwrite: bool) -> None:
     """Refuse a destination that exists unless told to overwrite; never delete a non-store."""
     import shutil
 
     if loc.kind == "zip":
         path = Path(loc.raw.removeprefix("file://"))
+        if path.exists() and not _is_packed_store(path):  # never replace a zip (or file) the user made
+            raise StoreExistsError(f"{loc}: exists and is not a packed pathsegdiff store; choose another name "
+                                   "(--overwrite only replaces a packed store)")
         if path.exists() and not overwrite:
             raise StoreExistsError(f"{loc}: exists; pass --overwrite to replace it")
         return
@@ -154,6 +170,10 @@ def _refuse_existing(loc, overwrite: bool) -> None:
         raise StoreExistsError(f"{loc}: exists; pass --overwrite to replace it")
     if loc.kind == "dir":
         open_store(str(loc))  # raises for a directory that is not a store: never delete it
+        foreign = S.foreign_entries(p.name for p in loc.local_dir.iterdir())
+        if foreign:
+            raise StoreExistsError(f"{loc}: holds files that are not the store's ({', '.join(foreign[:3])}); "
+                                   "refusing to replace it: move them out or choose another destination")
         shutil.rmtree(loc.local_dir)
     else:
         import fsspec

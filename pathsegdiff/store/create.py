@@ -154,6 +154,14 @@ def _create_store(where, schema, tiles, provenance, overwrite, bases) -> StoreWr
         raise
 
 
+def _refuse_foreign(loc: Location) -> None:
+    """A store directory that also holds files no store writes is never deleted (--overwrite included)."""
+    foreign = S.foreign_entries(p.name for p in loc.local_dir.iterdir())
+    if foreign:
+        raise NotAStoreError(f"{loc}: holds files that are not the store's ({', '.join(foreign[:3])}); "
+                             "refusing to replace it: move them out or choose another output")
+
+
 def _prepare_dir(loc: Location, overwrite: bool) -> None:
     d = loc.local_dir
     if d.exists() and not d.is_dir():
@@ -165,6 +173,7 @@ def _prepare_dir(loc: Location, overwrite: bool) -> None:
             raise NotAStoreError(f"{loc}: exists and is not a pathsegdiff store; refusing to touch it") from None
         if attrs.get("complete") and not overwrite:
             raise StoreExistsError(f"{loc}: a store already exists; pass --overwrite to replace it")
+        _refuse_foreign(loc)
     if d.exists():
         lock = StoreLock(d)
         lock.acquire()  # never delete a store another writer is filling

@@ -45,6 +45,17 @@ LABELS, INSTANCES, RGB, SSL, LATENT = "labels", "instances", "rgb", "ssl", "late
 PCA_GROUP = "pca"
 PCA_PARTS = ("mean", "components", "explained")
 
+# Every top-level entry of a store directory: anything else in it is not the store's, and replacing the store
+# (--overwrite) refuses rather than delete it.
+TOP_LEVEL = frozenset({"zarr.json", LOCK_NAME, TILES_GROUP, FEATURES_GROUP, LABELS, INSTANCES, RGB, SSL, LATENT,
+                       PCA_GROUP, "MANIFEST.sha256"})
+
+
+def foreign_entries(names) -> list[str]:
+    """The names among a store directory's top-level entries that no store writes."""
+    return sorted(n for n in names if n not in TOP_LEVEL and not n.startswith(LOCK_NAME))
+
+
 SPLITS = ("train", "val", "test", "")
 CODECS = ("none", "lz4", "zstd", "bitround7-zstd")
 DEFAULT_CODEC = "none"

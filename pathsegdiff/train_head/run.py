@@ -43,6 +43,10 @@ from pathsegdiff.train_head.splits import label_subset, read_splits, require_lab
 from pathsegdiff.train_head.store_set import open_stores
 
 
+# What train (and evaluate's default report folder) write at the top of a run directory.
+RUN_ENTRIES = frozenset({RUN_META, RUN_META + ".tmp", "runs", "results.json", "summary.md", "plots", "eval"})
+
+
 def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, overwrite: bool,
                     stores: Sequence[str] | None = None) -> None:
     """Empty ``run_dir`` for this run, refusing to replace another run without ``overwrite``."""
@@ -61,6 +65,10 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, ove
         same = old_config == clean_json(config.to_dict()) and old.get("store_identity") == store_identity
         if stores is not None:  # a run of the same features over other stores is another run
             same = same and (old.get("stores") or [old.get("store")]) == list(stores)
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_ENTRIES)
+        if foreign:  # a run directory a user put other files into is never deleted
+            raise StoreExistsError(f"{run_dir}: holds files that 'train' did not write ({', '.join(foreign[:3])}); "
+                                   "choose another directory (--overwrite only replaces a run)")
         if not (same or overwrite):
             raise StoreExistsError(f"{run_dir}: holds a different run; pass --overwrite to replace it")
         shutil.rmtree(run_dir)
