@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pathsegdiff.errors import InputError
-from pathsegdiff.output_dir import OutputKind, replace_output_dir
+from pathsegdiff.output_dir import OutputKind, check_output_dir, replace_output_dir, require_room
 
 REPO_SLIDE = Path(__file__).resolve().parents[1] / "tests" / "data" / "cmu_small_region.svs"
 
@@ -55,6 +55,10 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig = DemoConfig(), overwrite: boo
     if not slide.is_file():
         raise InputError(f"{slide}: the demo slide is missing (run the demo from a clone of the repository, "
                          "or pass --slide PATH to another H&E slide)")
+    check_output_dir(out, DEMO_OUTPUT, overwrite)
+    # The store's own projection is checked by extract once the model is loaded; this finds a read-only or
+    # full folder before anything else runs (the run, plots and prediction take a few MiB).
+    require_room(out, 16 * 2**20, "the demo")
     replace_output_dir(out, DEMO_OUTPUT, overwrite)
     t0 = time.perf_counter()
     steps = {}

@@ -95,3 +95,7 @@ class StoreAccessError(PathsegdiffError, PermissionError):
 
 class RemoteStoreError(PathsegdiffError, OSError):
     """The server of a remote store (S3 and its kin) could not be reached or refused the request."""
+
+
+class OutputError(PathsegdiffError, OSError):
+    """An output folder (a run, a report, a prediction) that cannot be written, or lacks the room."""

@@ -9,6 +9,7 @@ pyramidal TIFF is then written tile by tile from it.  Pixels no tile covered
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +27,17 @@ class MaskCanvas:
 
     def __init__(self, height: int, width: int, workdir: Path):
         self.path = workdir / "mask.u8"
-        self.mask = np.memmap(self.path, dtype=np.uint8, mode="w+", shape=(height, width))
+        # Reserve the file's blocks before mapping it: a mapped page that the disk cannot back is SIGBUS on
+        # write (a full tmpfs), where a refused reservation is an ordinary OSError (ENOSPC).
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, max(1, height * width))
+        except OSError:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        self.mask = np.memmap(self.path, dtype=np.uint8, mode="r+", shape=(height, width))
         self.mask[:] = UNANALYSED
 
     def put_strip(self, y0: int, logits: np.ndarray) -> None:

@@ -136,12 +136,34 @@ def read_geojson(path: Path) -> tuple[list[Shape], int]:
     return shapes, no_area
 
 
+def _other_level_note(path: Path, shapes: list[Shape], level_sizes) -> list[str]:
+    """A warning when every polygon lies inside the extent of a lower-resolution level: GeoJSON exported in that
+    level's coordinates, not level 0's (QuPath exports level-0 pixels)."""
+    if len(level_sizes) < 2:
+        return []
+    x1 = max(s.geometry.bounds[2] for s in shapes)
+    y1 = max(s.geometry.bounds[3] for s in shapes)
+    inside = [k for k, (w, h) in enumerate(level_sizes) if k > 0 and x1 <= w and y1 <= h]
+    if not inside:
+        return []
+    k = inside[-1]  # the smallest level that still holds every polygon
+    w, h = level_sizes[k]
+    return [f"warning: {path}: every polygon lies inside {w}x{h} px, the extent of pyramid level {k}; if it was "
+            f"exported in level {k}'s coordinates, the labels land in the wrong place (QuPath exports level 0's)"]
+
+
 class PolygonLabels:
     """Labels of one slide from its GeoJSON: checked against the slide's size and the class map."""
 
-    def __init__(self, path: Path, class_map: ClassMap, slide_size: tuple[int, int], slide_name: str = "the slide"):
+    def __init__(self, path: Path, class_map: ClassMap, slide_size: tuple[int, int], slide_name: str = "the slide",
+                 level_sizes: tuple[tuple[int, int], ...] = ()):
         self.path, self.class_map = Path(path), class_map
         shapes, self.no_area = read_geojson(self.path)
+        if not shapes:  # an empty export would give a store "0.0 % annotated" and a head with nothing to learn
+            points = f" ({self.no_area} point or line object(s) without an area)" if self.no_area else ""
+            raise InputError(f"{self.path}: no annotation with an area for {slide_name}{points}; was the export "
+                             "empty? Leave the slide's annotations out to extract it without labels")
+        self.notes = _other_level_note(self.path, shapes, level_sizes)
         w0, h0 = slide_size
         for s in shapes:
             x0, y0, x1, y1 = s.geometry.bounds
@@ -162,8 +184,6 @@ class PolygonLabels:
         ordered = sorted(shapes, key=lambda s: (s.detection, s.index))  # annotations first, then detections
         self.shapes = [(s.geometry, IGNORE if class_map.id_of(s.class_name) is None else class_map.id_of(s.class_name))
                        for s in ordered]
-        self.colors = {class_map.id_of(s.class_name): s.color for s in shapes
-                       if s.color and class_map.id_of(s.class_name) is not None}
         self._tree = None
 
     def __getstate__(self) -> dict:

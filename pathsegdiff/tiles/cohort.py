@@ -9,8 +9,10 @@ Manifest (``.csv``, one row per slide; paths relative to the CSV)::
 ``slide`` is required; ``annotations`` (QuPath GeoJSON or a label mask),
 ``split`` (train, val, test or empty), ``patient`` and ``mpp`` (the slide's
 own resolution, when its file does not record it) are optional; other
-columns are ignored.  A folder of slides: every slide file directly in it
-(sorted by name); annotations ``STEM.geojson`` or ``STEM.json`` beside the
+columns are ignored; column names are read in any case (``Slide``).  A
+folder of slides: every slide file directly in it (sorted by name; a plain,
+one-level TIFF image counts as a slide too, and every other file is named as
+skipped, with why, by :func:`folder_skips`); annotations ``STEM.geojson`` or ``STEM.json`` beside the
 slides or in ``annotations/``, or a label mask ``masks/STEM.png|.tif``; a
 TCGA barcode names its patient (``TCGA-A1-A0SK-01Z-00-DX1`` -> ``TCGA-A1-A0SK``).
 
@@ -31,7 +33,6 @@ from pathsegdiff.errors import InputError
 from pathsegdiff.store.schema import SPLITS
 
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".mrxs", ".vms", ".bif", ".svslide", ".tif", ".tiff")
-COLUMNS = ("slide", "annotations", "split", "patient", "mpp")
 _TCGA = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})\b", re.IGNORECASE)
 
 
@@ -69,6 +70,37 @@ def is_slide_file(path: Path) -> bool:
     return suffix in SLIDE_EXTENSIONS
 
 
+def is_tiff_image(path: Path) -> bool:
+    """A one-level TIFF holding an RGB(A) image: read as a slide of one level in a slide folder."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            shape = tf.series[0].shape
+            return len(shape) == 3 and shape[-1] in (3, 4)
+    except Exception:
+        return False
+
+
+def _folder_slide(path: Path) -> str | None:
+    """None when ``path`` is a slide of a slide folder, else why it is skipped."""
+    if path.name.startswith("."):
+        return "a hidden file"
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return None if is_pyramidal_tiff(path) or is_tiff_image(path) else "a TIFF that holds no RGB image"
+    if suffix in SLIDE_EXTENSIONS:
+        return None
+    return f"not a slide format ({', '.join(SLIDE_EXTENSIONS)})"
+
+
+def folder_skips(root: Path) -> list[str]:
+    """The files directly in a slide folder that are not read as slides, each with the reason."""
+    return [f"{p.name}: {why}" for p in sorted(Path(root).iterdir())
+            if p.is_file() and (why := _folder_slide(p)) is not None and not p.name.startswith(".")
+            and p.suffix.lower() not in (".geojson", ".json", ".txt", ".csv")]
+
+
 def is_slide_folder(path: Path) -> bool:
     return path.is_dir() and any(p.is_file() and is_slide_file(p) for p in path.iterdir())
 
@@ -79,7 +111,7 @@ def read_manifest(path: Path) -> list[CohortEntry]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's byte-order mark
             rows = list(csv.DictReader(f))
-            header = [h.strip() for h in (rows[0].keys() if rows else [])]
+            header = [(h or "").strip().lower() for h in (rows[0].keys() if rows else [])]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise InputError(f"{path}: cannot read the manifest ({e})") from None
     if not rows:
@@ -88,7 +120,7 @@ def read_manifest(path: Path) -> list[CohortEntry]:
         raise InputError(f"{path}: the manifest has no 'slide' column (columns: {', '.join(header)})")
     entries = []
     for n, raw in enumerate(rows, start=2):  # line 1 is the header
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str) or v is None}
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if isinstance(v, str) or v is None}
         where = f"{path} line {n}"
         if not row.get("slide"):
             raise InputError(f"{where}: empty slide")
@@ -127,7 +159,7 @@ def tcga_patient(stem: str) -> str:
 def slide_folder(root: Path) -> list[CohortEntry]:
     """The slides directly in ``root``, with the annotations found for each (see the module docstring)."""
     root = Path(root)
-    slides = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and is_slide_file(p))
+    slides = sorted(p for p in root.iterdir() if p.is_file() and _folder_slide(p) is None)
     if not slides:
         raise InputError(f"{root}: no slide files ({', '.join(SLIDE_EXTENSIONS)})")
     entries = []

@@ -37,6 +37,7 @@ class CohortSource(TileSource):
         self.slides: list[SlideSource] = []
         self.entries: list[CohortEntry] = []
         self.skipped: dict[str, str] = {}
+        self.notes: list[str] = []  # said at the start of a run (a slide folder's files that are not slides)
         self.unannotated: list[str] = []  # left out by annotated_only: no annotations, so no annotated tile
         for e in tqdm(entries, desc="open slides", unit="slide", disable=not progress, leave=False):
             if annotated_only and e.annotations is None:
@@ -53,6 +54,7 @@ class CohortSource(TileSource):
                 continue
             self.slides.append(src)
             self.entries.append(e)
+            self.notes.extend(src.notes)
         if not self.slides:
             why = f"{len(self.skipped)} skipped" + (f", {len(self.unannotated)} without annotations (--annotated-only)"
                                                     if self.unannotated else "")

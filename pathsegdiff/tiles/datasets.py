@@ -33,7 +33,7 @@ from pathlib import Path
 
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.tiles.annotations import UNKNOWN_POLICIES, ClassMap
-from pathsegdiff.tiles.cohort import SLIDE_EXTENSIONS, check_entries, is_slide_folder, read_cohort
+from pathsegdiff.tiles.cohort import SLIDE_EXTENSIONS, check_entries, folder_skips, is_slide_folder, read_cohort
 from pathsegdiff.tiles.images import IMAGE_EXTENSIONS
 from pathsegdiff.tiles.sources import IGNORE, ImageEntry, ImageListSource, TileSource
 from pathsegdiff.store.schema import SPLITS
@@ -137,9 +137,12 @@ def cohort(path: Path, cfg: SourceConfig) -> TileSource:
         entries = [e if e.split else replace(e, split=cfg.split) for e in entries]
         check_entries(entries, path)
     class_map = _class_map(base, cfg) if any(e.annotations for e in entries) or cfg.class_names else None
-    return CohortSource(entries, tile_size=cfg.tile_size, stride=cfg.stride, target_mpp=cfg.target_mpp or 0.5,
-                        min_tissue=cfg.min_tissue, class_map=class_map, annotated_only=cfg.annotated_only,
-                        skip_errors=cfg.skip_errors, root=str(path), progress=cfg.progress)
+    source = CohortSource(entries, tile_size=cfg.tile_size, stride=cfg.stride, target_mpp=cfg.target_mpp or 0.5,
+                          min_tissue=cfg.min_tissue, class_map=class_map, annotated_only=cfg.annotated_only,
+                          skip_errors=cfg.skip_errors, root=str(path), progress=cfg.progress)
+    if path.is_dir():  # files of a slide folder that are not slides: said, not silently dropped
+        source.notes += [f"{path}: skipped {line}" for line in folder_skips(path)]
+    return source
 
 
 def _images_in(folder: Path) -> dict[str, Path]:

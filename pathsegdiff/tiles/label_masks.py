@@ -89,15 +89,12 @@ class MaskLabels:
         n = max(1, round(size0 / self.downsample))
         return float((self._window(x0, y0, size0, size0, n, n) != IGNORE).mean())
 
-    @property
-    def colors(self) -> dict:
-        return {}
-
     def describe(self) -> dict:
         return {"annotations": str(self.path), "format": "mask", "downsample": self.downsample}
 
 
-def open_annotations(path: Path, class_map, slide_size: tuple[int, int], slide_name: str):
+def open_annotations(path: Path, class_map, slide_size: tuple[int, int], slide_name: str,
+                     level_sizes: tuple[tuple[int, int], ...] = ()):
     """The labeller for an annotation file: GeoJSON (.geojson, .json) or a label mask (image or TIFF)."""
     from pathsegdiff.tiles.annotations import PolygonLabels
 
@@ -105,7 +102,7 @@ def open_annotations(path: Path, class_map, slide_size: tuple[int, int], slide_n
     if not path.exists():
         raise InputError(f"{path}: annotation file not found")
     if path.suffix.lower() in (".geojson", ".json"):
-        return PolygonLabels(path, class_map, slide_size, slide_name)
+        return PolygonLabels(path, class_map, slide_size, slide_name, level_sizes)
     if path.suffix.lower() in I.IMAGE_EXTENSIONS:
         return MaskLabels(path, class_map.names, slide_size, slide_name)
     raise InputError(f"{path}: annotations must be QuPath GeoJSON (.geojson, .json) or a label mask "

@@ -1,8 +1,10 @@
 """Quality-control thumbnails: what a run will extract, per slide, to look at before a long run.
 
 One PNG per slide (``STORE.qc/<slide>.png``): the thumbnail tissue was found
-on, the tissue outline (green), the annotations filled in their class colours
-(QuPath's colour when the GeoJSON gives one), and the tile grid (thin boxes:
+on, the tissue outline (green), the annotations filled in the project's class
+colours (the ones every overlay and predict's ``regions.geojson`` use, so a
+class has one colour in every picture and in QuPath after a re-import,
+whatever colour the exported GeoJSON gave it), and the tile grid (thin boxes:
 blue for tiles kept for tissue, orange for tiles holding annotated pixels),
 with a legend underneath.
 """
@@ -15,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from pathsegdiff.colours import class_colour as project_colour
+from pathsegdiff.colours import class_colour as project_colour  # one rule for every picture
 from pathsegdiff.tiles.annotations import IGNORE
 from pathsegdiff.tiles.cohort_source import slide_sources
 from pathsegdiff.tiles.sources import TileSource
@@ -28,11 +30,6 @@ LEGEND_ROW = 16
 QC_MAX_SIDE = 1024
 
 
-def class_colour(k: int, colours: dict) -> tuple[int, int, int]:
-    """QuPath's colour for class ``k`` when the GeoJSON gave one, else the project's (as in every other picture)."""
-    return tuple(colours.get(k) or project_colour(k))
-
-
 def slide_qc(src: SlideSource, max_side: int = QC_MAX_SIDE) -> Image.Image:
     """The QC picture of one slide (see the module docstring)."""
     slide = src.open_slide()
@@ -42,12 +39,11 @@ def slide_qc(src: SlideSource, max_side: int = QC_MAX_SIDE) -> Image.Image:
     img = np.asarray(slide.get_thumbnail((w, h)).convert("RGB").resize((w, h))).astype(np.float32)
     _, tissue = src.thumbnail()  # the mask tiles were chosen on, drawn at this size
     tissue = np.asarray(Image.fromarray(tissue).resize((w, h), Image.Resampling.NEAREST))
-    colours = src.labeller.colors if src.labeller is not None else {}
     if src.labeller is not None:
         labels = src.labeller.labels(0, 0, w0, h0, w, h)
         for k in np.unique(labels[labels != IGNORE]):
             m = labels == k
-            img[m] = (1 - ALPHA) * img[m] + ALPHA * np.asarray(class_colour(int(k), colours), np.float32)
+            img[m] = (1 - ALPHA) * img[m] + ALPHA * np.asarray(project_colour(int(k)), np.float32)
     img[tissue & ~ndimage.binary_erosion(tissue, iterations=2)] = TISSUE
     pic = Image.fromarray(img.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(pic)
@@ -55,12 +51,12 @@ def slide_qc(src: SlideSource, max_side: int = QC_MAX_SIDE) -> Image.Image:
     for r in src.records:
         x, y = r.x * w / w0, r.y * h / h0
         draw.rectangle((x, y, x + fp - 1, y + fp - 1), outline=ANNOTATED_TILE if r.annotated > 0 else TILE)
-    return _with_legend(pic, src, colours)
+    return _with_legend(pic, src)
 
 
-def _with_legend(pic: Image.Image, src: SlideSource, colours: dict) -> Image.Image:
+def _with_legend(pic: Image.Image, src: SlideSource) -> Image.Image:
     items = [(TISSUE, "tissue"), (TILE, "tile"), (ANNOTATED_TILE, "annotated tile")]
-    items += [(class_colour(k, colours), name) for k, name in enumerate(src.class_names)]
+    items += [(project_colour(k), name) for k, name in enumerate(src.class_names)]
     title = f"{src.path.name}: {len(src.records)} tiles of {src.tile_size} px at {src.tile_mpp:.3g} um/px"
     rows = 1 + len(items)
     out = Image.new("RGB", (max(pic.width, 320), pic.height + rows * LEGEND_ROW + 4), (255, 255, 255))

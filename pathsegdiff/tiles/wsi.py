@@ -107,7 +107,9 @@ class SlideSource(TileSource):
                 raise InputError(f"{annotations}: annotations need class names: add a classes.txt or pass --classes")
             from pathsegdiff.tiles.label_masks import open_annotations
 
-            self.labeller = open_annotations(Path(annotations), class_map, (w0, h0), self.path.name)
+            self.labeller = open_annotations(Path(annotations), class_map, (w0, h0), self.path.name,
+                                             tuple(tuple(map(int, d)) for d in slide.level_dimensions))
+        self.notes: list[str] = list(getattr(self.labeller, "notes", []))  # said at the start of a run
         xs = axis_starts(w0, self.footprint, self.stride / f)
         ys = axis_starts(h0, self.footprint, self.stride / f)
         if not xs or not ys:

@@ -9,7 +9,7 @@ import pytest
 
 from pathsegdiff.extract.run.calibrate import BatchRecorder, calibrate
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
-from pathsegdiff.extract.run.job import build_schema, load_featurizer
+from pathsegdiff.extract.run.describe import build_schema, load_featurizer
 from pathsegdiff.extract.run.loop import extract_tiles
 from pathsegdiff.store import create_store, open_store
 from pathsegdiff.store.encodings import Calibration

@@ -10,14 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from pathsegdiff.cli import app
-from pathsegdiff.errors import ConfigError
-from pathsegdiff.extract.run.cluster import ClusterConfig
-from pathsegdiff.extract.run.config import ExtractConfig
-from pathsegdiff.extract.run.distributed import run_distributed
 from pathsegdiff.store import open_store
 from pathsegdiff.store.encodings import relative_error
 from pathsegdiff.store.verify import verify_store
-from pathsegdiff.tiles.datasets import SourceConfig, open_source
 from test_job import TILES, data_bytes  # the same tiles; every object but the root document
 
 ARGS = ["--tile-size", "64", "--stride", "32", "--quiet", "--batch-size", "4"]  # 36 tiles from six crops
@@ -107,14 +102,6 @@ def test_append_reuses_the_stored_bases(tmp_path):
     assert fs.identity == before.identity and fs.schema.features.basis_sha256 == spec_before.basis_sha256
     assert {p: (out / p).read_bytes() for p in bases} == bases  # the bases as stored first
     assert {p: (out / p).read_bytes() for p in kept} == kept  # the tiles already there untouched
-
-
-def test_distributed_refuses_a_pca_preset_for_a_new_store(tmp_path):
-    source = open_source(TILES, SourceConfig(tile_size=64, stride=32))
-    with pytest.raises(ConfigError, match="single-process 'pathsegdiff extract --compact pca8'"):
-        run_distributed(source, tmp_path / "new.zarr", ExtractConfig(compact="pca8"), ClusterConfig(workers=1),
-                        progress=False)
-    assert not (tmp_path / "new.zarr").exists()
 
 
 def test_the_trainers_dataset_reads_decoded_features(stores):

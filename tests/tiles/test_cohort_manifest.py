@@ -129,9 +129,12 @@ def test_edge_tiles_are_shifted_back_to_the_border_and_annotated_only_keeps_anno
     assert sorted((r.x, r.y) for r in ann.records) == [(64, 64), (64, 128), (128, 64), (128, 128)]
     assert all(0 < r.annotated <= 1 for r in ann.records)
     with pytest.raises(InputError, match=r"s2\.tif: no tile holds annotated pixels"):
-        (root / "none.geojson").write_text('{"type": "FeatureCollection", "features": []}')
-        open_source(s2, SourceConfig(tile_size=64, annotations=str(root / "none.geojson"), class_names=("tumor",),
-                                     annotated_only=True))
+        ring = [[70, 70], [120, 70], [120, 120], [70, 120], [70, 70]]  # a polygon of a class that is ignored
+        (root / "other.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+             "properties": {"objectType": "annotation", "classification": {"name": "necrosis"}}}]}))
+        open_source(s2, SourceConfig(tile_size=64, annotations=str(root / "other.geojson"), class_names=("tumor",),
+                                     unknown_classes="ignore", annotated_only=True))
     with pytest.raises(ConfigError, match="--annotations is for one slide"):
         open_source(root / "slides", SourceConfig(annotations=str(root / "s2.geojson")))
 

@@ -8,18 +8,19 @@ through the same per-tile loop as every other tile (``loop.py``), with a
 fitted on the recorded features; the store is then created with them, and
 the recorded batches are written into it (:meth:`BatchRecorder.replay`), so
 no tile is computed twice.  A resumed or appending run reads the bases from
-the store and never calibrates again.
+the store and never calibrates again.  A distributed run calibrates on its
+coordinator, then distributes the remaining tiles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from pathsegdiff.errors import ConfigError, InputError, NotAStoreError
+from pathsegdiff.errors import InputError, NotAStoreError
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.extract.run.loop import extract_tiles
@@ -100,26 +101,14 @@ def with_basis(schema: StoreSchema, basis_sha256: str) -> StoreSchema:
     return replace(schema, features=replace(schema.features, basis_sha256=basis_sha256))
 
 
-def distributed_basis(store: str, cfg: ExtractConfig) -> str:
-    """A distributed run never calibrates: a PCA preset resumes a store that has its bases (their hash returned)."""
-    enc = parse_preset(cfg.compact)
-    if not enc.uses_pca:
-        return ""
-    have = stored_encoding(store, cfg.overwrite)
-    if have is None:
-        raise ConfigError(f"{store}: a distributed extraction does not fit {enc.name} bases; create the store with a "
-                          f"single-process 'pathsegdiff extract --compact {enc.name}' first (then resume it here), "
-                          "or extract float16 and run 'pathsegdiff store compact'")
-    return have.spec.basis_sha256 if have.encoding == enc else ""
-
-
-def pca_bases(source: TileSource, featurizer: Featurizer, cfg: ExtractConfig, schema: StoreSchema, store: str,
-              summary: ExtractSummary, echo=print) -> tuple[StoreSchema, dict | None, BatchRecorder | None]:
+def pca_bases(source: TileSource, calibrator: Callable[[], Featurizer], cfg: ExtractConfig, schema: StoreSchema,
+              store: str, summary: ExtractSummary, echo=print) -> tuple[StoreSchema, dict | None, BatchRecorder | None]:
     """For a PCA preset: the schema naming its bases, the bases, and the calibration batches to replay (or None).
 
     A store already there with the same preset gives its own bases (resume, append: never refitted); one with
     another preset gives none, and the identity check then names the preset.  Otherwise the bases are fitted
-    on ``cfg.calibration_tiles`` tiles computed now, whose batches are replayed into the new store.
+    on ``cfg.calibration_tiles`` tiles computed now by ``calibrator()``'s featurizer (a distributed run's
+    coordinator loads the model only then), whose batches are replayed into the new store.
     """
     enc = parse_preset(cfg.compact)
     if not enc.uses_pca:
@@ -131,5 +120,5 @@ def pca_bases(source: TileSource, featurizer: Featurizer, cfg: ExtractConfig, sc
     calibration = Calibration(tiles=cfg.calibration_tiles)
     echo(f"calibrating {enc.name}: {calibration.tiles} tiles spread over the slides (computed once, then stored; "
          "they count towards --limit)")
-    bases, recorder = calibrate(source, featurizer, cfg, schema, enc.components, calibration, summary)
+    bases, recorder = calibrate(source, calibrator(), cfg, schema, enc.components, calibration, summary)
     return with_basis(schema, bases_sha256(bases)), bases, recorder

@@ -59,7 +59,8 @@ class ExtractSummary:
     store: str
     total: int
     written: int = 0
-    already_written: int = 0
+    already_written: int = 0  # written by an earlier run
+    already_failed: int = 0  # recorded unreadable by an earlier run (--skip-errors)
     appended: int = 0  # tiles a larger source added to an existing store
     failed: dict[str, str] = field(default_factory=dict)  # tile id -> reason
     seconds: float = 0.0
@@ -71,5 +72,7 @@ class ExtractSummary:
 
     def line(self) -> str:
         grown = f" ({self.appended} appended to the store)" if self.appended else ""
-        return (f"{self.written} tiles written{grown}, {self.already_written} already written, {len(self.failed)} failed, "
+        before = f" ({self.already_failed} failed before)" if self.already_failed else ""
+        return (f"{self.written} tiles written{grown}, {self.already_written} already written{before}, "
+                f"{len(self.failed)} failed, "
                 f"{self.seconds:.1f} s, {self.tiles_per_s:.2f} tiles/s -> {self.store}")

@@ -7,8 +7,11 @@ chunk or shard object; each range is a dask task, run by a worker that keeps
 the model loaded and writes data chunks only.  A range's tiles are marked
 written by the coordinator once its task has returned, so a worker that dies
 mid-range leaves them todo and the scheduler reruns the task elsewhere.
-Workers use the torch thread count the coordinator would use alone, so the
-store is bit-identical to a single-process run.
+Everything else (alignment to an existing store, a PCA preset's calibration,
+skipped slides, QC, provenance) is the in-process runner's plan (``plan.py``),
+run here on the coordinator.  At the same ``--threads`` the store is
+bit-identical to a single-process run; without it, a local cluster divides
+the cores between its workers.
 """
 
 from __future__ import annotations
@@ -27,17 +30,15 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from pathsegdiff.errors import ConfigError, InputError, PathsegdiffError
-from pathsegdiff.extract.run.calibrate import distributed_basis, with_basis
-from pathsegdiff.extract.run.cluster import ClusterConfig, connect, visible_gpus
+from pathsegdiff.errors import ConfigError, PathsegdiffError
+from pathsegdiff.extract.backbones.registry import builtin_ids
 from pathsegdiff.extract.featurize import Featurizer
+from pathsegdiff.extract.run.cluster import ClusterConfig, connect, visible_gpus
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
-from pathsegdiff.extract.run.job import (
-    build_schema, load_featurizer, log_failures, model_facts, preflight, provenance, refuse_if_locked,
-    remote_errors,
-)
+from pathsegdiff.extract.run.describe import describe_model, load_featurizer
 from pathsegdiff.extract.run.loop import extract_tiles
-from pathsegdiff.store import StoreWriter, open_or_create
+from pathsegdiff.extract.run.plan import ExtractionPlan, refuse_if_locked, remote_errors, require_tiles
+from pathsegdiff.store import StoreWriter
 from pathsegdiff.store.location import parse_location
 from pathsegdiff.store.partial import remove_partial_writes
 
@@ -86,8 +87,7 @@ def _renamed(e: PathsegdiffError, message: str) -> PathsegdiffError:
 
 def _describe(source, cfg: ExtractConfig) -> dict:
     with _on_worker(cfg):
-        featurizer = _featurizer(cfg)
-        return {"schema": build_schema(source, featurizer, cfg), "features": featurizer.cfg, **model_facts(featurizer)}
+        return describe_model(source, _featurizer(cfg), cfg)
 
 
 def _extract_range(source, store: str, token: str, cfg: ExtractConfig, todo: np.ndarray, stop_event: str):
@@ -126,7 +126,9 @@ def _absolute(path: str) -> str:
     kind, sep, rest = path.partition(":")
     if sep and kind in ("hipt", "precomputed"):
         return f"{kind}:{_absolute(rest)}" if rest else path
-    return path if "://" in path or path in ("tiny", "null") else os.path.abspath(os.path.expanduser(path))
+    if "://" in path or path == "null" or path in builtin_ids():
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def ranges(todo: np.ndarray, size: int) -> list[np.ndarray]:
@@ -137,20 +139,42 @@ def ranges(todo: np.ndarray, size: int) -> list[np.ndarray]:
     return np.split(todo, cuts)
 
 
+def worker_threads(cfg: ExtractConfig, cluster: ClusterConfig, echo) -> int:
+    """Torch threads per worker: ``--threads`` as given (the store then equals a single-process run's at the
+    same count), else this machine's cores divided between a local cluster's workers."""
+    cores = os.cpu_count() or 1
+    if cluster.workers and cluster.workers >= cores and not cfg.device.startswith("cuda"):
+        echo(f"warning: {cluster.workers} workers on {cores} CPU cores: the workers compete for the cores; "
+             f"one process ('pathsegdiff extract' without --workers) is faster on one machine")
+    if cfg.threads:
+        echo(f"{cfg.threads} torch thread(s) per worker (--threads)")
+        return cfg.threads
+    if cluster.workers:
+        n = max(1, cores // cluster.workers)
+        echo(f"{n} torch thread(s) per worker: {cores} cores divided between {cluster.workers} workers "
+             f"(--threads N sets another count; the store records it)")
+        return n
+    n = torch.get_num_threads()
+    echo(f"{n} torch thread(s) per worker, as this process would use alone (--threads N sets another count)")
+    return n
+
+
 def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluster: ClusterConfig,
                     progress: bool = True, echo=print) -> ExtractSummary:
-    """Fill (or resume) ``store`` with the features of every tile of ``source``, on a dask cluster."""
+    """Fill (or resume) ``store`` with the features of every tile of ``source``, on a dask cluster.
+
+    The plan (``plan.py``) is the in-process runner's: aligned to an existing store, calibrated here (a PCA
+    preset on a new store), skipped slides and QC recorded here; the workers only compute ranges.
+    """
     from distributed import Event, as_completed
     from tqdm import tqdm
 
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     store = _absolute(str(store))
-    if not len(source):
-        raise InputError(f"{getattr(source, 'root', '') or 'source'}: no tiles to extract")
-    cfg = replace(cfg, model=_absolute(cfg.model), conditioning=_absolute(cfg.conditioning),
-                  threads=cfg.threads or torch.get_num_threads())  # what this process would use alone
+    require_tiles(source)
+    cfg = replace(cfg, model=_absolute(cfg.model), conditioning=_absolute(cfg.conditioning))
+    cfg = replace(cfg, threads=worker_threads(cfg, cluster, echo))
     refuse_if_locked(store)  # before the workers load the model
-    basis = distributed_basis(store, cfg)  # a PCA preset: only a store that already holds its bases
     with connect(cluster, cfg.device) as client:
         try:
             client.wait_for_workers(1, timeout=cluster.wait_workers)
@@ -160,30 +184,29 @@ def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluste
         wcfg = replace(cfg, device="cuda") if cluster.workers and visible_gpus() and cfg.device.startswith("cuda") \
             else cfg  # a pinned worker sees its one GPU as cuda:0
         src = client.scatter(source, broadcast=True, hash=False)
-        # Every worker loads the model now, in parallel; the first to finish describes the store.
+        # Every worker loads the model now, in parallel; the first to finish describes it.
         warm = [client.submit(_describe, src, wcfg, pure=False, workers=[a], allow_other_workers=True)
                 for a in client.nthreads()]
         info = next(as_completed(warm, loop=client.loop)).result()
         for line in filter(None, [info["warning"], *info["notes"]]):
             echo(line)
-        cfg = replace(cfg, features=info["features"])  # the backbone's defaults filled in, for the provenance
         n_workers = len(client.nthreads())
-        summary = ExtractSummary(store, len(source))
-        prov = provenance(source, cfg, info, distributed={"workers": n_workers, "scheduler": client.scheduler.address})
-        with remote_errors(store), open_or_create(store, with_basis(info["schema"], basis), source.records, prov,
-                                                  overwrite=cfg.overwrite) as w:
-            todo = w.missing()
-            summary.already_written = int((w.status() != 0).sum())
-            if cfg.limit is not None:
-                todo = todo[: cfg.limit]
+        with _torch_threads(cfg.threads):  # a PCA preset calibrates here, at the workers' thread count
+            plan = ExtractionPlan.prepare(
+                source, store, cfg, info, calibrator=lambda: load_featurizer(cfg), echo=echo, started=started,
+                distributed={"workers": n_workers, "scheduler": client.scheduler.address})
+        if plan.source is not source:  # aligned to the store's order: the workers index the same tiles
+            src = client.scatter(plan.source, broadcast=True, hash=False)
+        with plan.writer() as w:
+            todo = plan.begin(w, progress)
             shard = w.schema.shard_tiles
             size = -(-(cluster.range_tiles or 4 * cfg.batch_size) // shard) * shard
             parts = ranges(todo, size)
-            echo(f"{preflight(w.schema, len(todo), store)}; {len(parts)} ranges of up to {size} tiles "
-                 f"on {n_workers} workers")
+            echo(f"{plan.preflight_line}; {len(parts)} ranges of up to {size} tiles on {n_workers} workers")
             token = uuid.uuid4().hex
             stop = Event(f"pathsegdiff-stop-{token}", client=client)
             tries = dict.fromkeys((int(p[0]) for p in parts), 0)
+            summary = plan.summary
 
             def submit(part: np.ndarray):
                 tries[int(part[0])] += 1
@@ -200,22 +223,31 @@ def run_distributed(source, store: str | os.PathLike, cfg: ExtractConfig, cluste
                             # A killed worker can take the scattered source with it, cancelling the
                             # ranges that need it (dask/distributed#3149): scatter again, resubmit.
                             if src.status != "finished":
-                                src = client.scatter(source, broadcast=True, hash=False)
+                                src = client.scatter(plan.source, broadcast=True, hash=False)
                             new = submit(part)
                             pending[new] = part
                             done.add(new)
                             continue
-                        bar.update(_record(w, _result(fut, part), summary))
+                        bar.update(_record(w, _result(fut, part), summary, plan))
                         bar.set_postfix_str(f"{len(client.nthreads())} workers", refresh=False)
                 except BaseException:
                     with contextlib.suppress(Exception):  # best effort: the first error is the one to report
                         stop.set()  # running ranges stop after their current batch; what they wrote is kept
-                        _drain(pending, w, summary, cluster.drain_timeout)
+                        _drain(pending, w, summary, plan, cluster.drain_timeout)
                     raise
             if w.location.local_dir is not None:  # every range has returned: no worker is writing
                 remove_partial_writes(w.location.local_dir)  # left by workers killed inside an object write
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    return plan.finish()
+
+
+@contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _result(fut, part: np.ndarray):
@@ -231,7 +263,7 @@ def _result(fut, part: np.ndarray):
                                "cluster (workers lost); those tiles stay todo, rerun to resume") from None
 
 
-def _record(w, result, summary: ExtractSummary) -> int:
+def _record(w, result, summary: ExtractSummary, plan: ExtractionPlan) -> int:
     """Set the status of a finished range: written tiles, then unreadable ones (with --skip-errors)."""
     written, failed = result
     if written:
@@ -241,12 +273,12 @@ def _record(w, result, summary: ExtractSummary) -> int:
         w.mark_failed(idx, reasons)
         ids = w.tile_ids(idx)
         summary.failed.update(zip(map(str, ids), reasons))
-        log_failures(summary.store, ids, reasons)
+        plan.log_failures(ids, reasons)
     summary.written += len(written)
     return len(written) + len(failed)
 
 
-def _drain(pending: dict, w, summary: ExtractSummary, timeout: float) -> None:
+def _drain(pending: dict, w, summary: ExtractSummary, plan: ExtractionPlan, timeout: float) -> None:
     """After an error: record the ranges that still finish within ``timeout`` s; the rest stay todo."""
     from distributed import wait
 
@@ -256,4 +288,4 @@ def _drain(pending: dict, w, summary: ExtractSummary, timeout: float) -> None:
         pass
     for fut in pending:
         if fut.status == "finished":
-            _record(w, fut.result(), summary)
+            _record(w, fut.result(), summary, plan)

@@ -1,0 +1,93 @@
+"""Read-only and full output folders: one line naming the folder, before the long work, nothing left behind.
+
+The folders are real mounts made by the test (a read-only tmpfs, a tmpfs of a
+few hundred KiB), so a free-space check sees what a user's full disk shows; a
+test skips where this machine does not allow mounting.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from test_predict import make_head
+from typer.testing import CliRunner
+
+from pathsegdiff.cli import app
+
+DATA = Path(__file__).parents[1] / "data"
+runner = CliRunner()
+
+
+@contextmanager
+def tmpfs(path: Path, size: str = "512k", read_only: bool = False):
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if read_only else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _one_line(argv: list[str], folder: Path) -> str:
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (argv, r.output)
+    assert "Traceback" not in r.output, r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and str(folder) in errors[0], r.output
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory):
+    return make_head(tmp_path_factory.mktemp("head"))
+
+
+@pytest.fixture
+def image(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "crop.png"
+    Image.open(DATA / "target_image.png").convert("RGB").crop((0, 0, 256, 256)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "full"])
+def test_predict_refuses_before_the_model_runs_and_leaves_nothing(tmp_path, head_run, image, read_only):
+    with tmpfs(tmp_path / "mnt", read_only=read_only) as mnt:
+        out = mnt / "pred"
+        line = _one_line(["predict", str(image), "--head", str(head_run), "-o", str(out)], out)
+        assert ("read-only" in line or "cannot write" in line) if read_only else "free" in line
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "full"])
+def test_demo_refuses_before_it_starts(tmp_path, read_only):
+    with tmpfs(tmp_path / "mnt", read_only=read_only) as mnt:
+        out = mnt / "demo"
+        _one_line(["demo", "-o", str(out)], out)
+        assert not out.exists()
+
+
+def test_extract_refuses_a_store_larger_than_the_free_disk(tmp_path):
+    with tmpfs(tmp_path / "mnt", size="256k") as mnt:
+        out = mnt / "s.zarr"
+        line = _one_line(["extract", str(DATA / "he_tiles"), "-o", str(out), "--tile-size", "64", "--quiet"], out)
+        assert "--limit" in line and "GiB free" in line
+
+
+def test_a_full_disk_under_the_mapped_mask_is_an_error_not_a_bus_error(tmp_path):
+    """The mask file's blocks are reserved before it is mapped: ENOSPC, never SIGBUS, and no mask.u8 left."""
+    with tmpfs(tmp_path / "mnt", size="256k") as mnt:
+        code = ("import sys; from pathlib import Path; from pathsegdiff.predict.outputs import MaskCanvas\n"
+                "try:\n    MaskCanvas(2000, 2000, Path(sys.argv[1]))\n"
+                "except OSError as e:\n    print(e.errno); sys.exit(3)\n")
+        r = subprocess.run([sys.executable, "-c", code, str(mnt)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 3, (r.returncode, r.stderr)  # -7 would be SIGBUS
+        assert not (mnt / "mask.u8").exists()
