@@ -64,68 +64,14 @@ from statistics import median
 import numpy as np
 import torch
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
-MODELS = ("tiny", "reference")
+# beside this file in bench/
+from extract_profile import run_profile
+from workload import MODELS, bench_source, build_backbone, sync
+
 CPU_REFERENCE_MAX_TILES = 2  # seconds per tile per timestep on a CPU core (docs/architecture.md, reference costs)
-STAGES = ("decode", "conditioning", "vae_encode", "unet_and_noise", "cast_to_host", "write")
 
 
-# --- tiles ------------------------------------------------------------------------------------
-
-
-class BenchTiles:
-    """Picked tiles of several sources, as one source (``records``, ``load``) for ``run_extraction``."""
-
-    kind = "bench"
-    has_instances = False
-
-    def __init__(self, parts: list, picks: list[tuple[int, int]], tile_size: int):
-        self.parts, self.picks, self.tile_size = parts, picks, tile_size
-        self.class_names = tuple(parts[0].class_names)  # labelled parts (bench/numerics.py) keep their labels
-        self.records = [parts[k].records[i] for k, i in picks]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def load(self, i: int):
-        k, j = self.picks[i]
-        return self.parts[k].load(j)
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, "n_tiles": len(self), "tile_size": self.tile_size,
-                "parts": [p.describe() for p in self.parts]}
-
-
-def bench_source(n: int, tile_size: int, stride: int) -> BenchTiles:
-    """``n`` real H&E tiles, evenly from target_image.png and the slide's tissue, nothing decoded yet."""
-    from pathsegdiff.tiles import sources
-    from pathsegdiff.tiles.datasets import SourceConfig, open_source
-
-    sources._decoded.cache_clear()  # the image source's per-process decode cache: start cold
-    cfg = SourceConfig(tile_size=tile_size, stride=stride)
-    parts = [open_source(DATA / "target_image.png", cfg), open_source(DATA / "cmu_small_region.svs", cfg)]
-    wanted = [n - n // 2, n // 2]
-    if any(want > len(p) for want, p in zip(wanted, parts)):
-        raise SystemExit(f"only {len(parts[0])} + {len(parts[1])} tiles at stride {stride}; "
-                         f"--tiles {n} needs a smaller --stride")
-    picks = [(k, int(i)) for k, (p, want) in enumerate(zip(parts, wanted)) if want
-             for i in np.linspace(0, len(p) - 1, want).round()]
-    return BenchTiles(parts, picks, tile_size)
-
-
-# --- the model --------------------------------------------------------------------------------
-
-
-def build_backbone(model: str, device: str):
-    """The seeded ``tiny`` LDM, or random weights in the reference model's shapes, on ``device``."""
-    from pathsegdiff.extract.backbones.tiny import build_reference_size, build_tiny
-
-    return build_tiny().to(device) if model == "tiny" else build_reference_size(device)
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+# --- the model and the GPU ------------------------------------------------------------------
 
 
 def _warm_up(featurizers: dict, tile_size: int, device: str) -> None:
@@ -133,7 +79,7 @@ def _warm_up(featurizers: dict, tile_size: int, device: str) -> None:
     rgb = torch.randint(0, 256, (1, 3, tile_size, tile_size), dtype=torch.uint8)
     for featurizer in featurizers.values():
         featurizer(rgb, ["warm-up"], out_dtype=torch.float16)
-    _sync(device)
+    sync(device)
 
 
 class GpuUtilisation:
@@ -166,7 +112,8 @@ class GpuUtilisation:
 
 
 def run_pipeline(args, backbone, featurizer, store: Path) -> dict:
-    from pathsegdiff.extract.run.job import ExtractConfig, run_extraction
+    from pathsegdiff.extract.run.config import ExtractConfig
+    from pathsegdiff.extract.run.job import run_extraction
 
     source = bench_source(args.tiles, args.tile_size, args.stride)
     cfg = ExtractConfig(features=featurizer.cfg, batch_size=args.batch_size, device=args.device,
@@ -186,11 +133,11 @@ def run_model_only(args, featurizer) -> float:
     n = min(len(source), max(2 * args.batch_size, 8))
     rgb = torch.from_numpy(np.stack([source.load(i).rgb for i in range(n)]))
     ids = [r.tile_id for r in source.records[:n]]
-    _sync(args.device)
+    sync(args.device)
     t0 = time.perf_counter()
     for a in range(0, n, args.batch_size):
         featurizer(rgb[a : a + args.batch_size], ids[a : a + args.batch_size], out_dtype=torch.float16)
-    _sync(args.device)
+    sync(args.device)
     return n / (time.perf_counter() - t0)
 
 
@@ -207,58 +154,6 @@ def run_naive(args, featurizer, out: Path) -> dict:
                 np.save(out / f"{record.tile_id}_t{t}_{name}.npy", x[0].cpu().numpy())
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "tiles_per_s": len(source) / seconds}
-
-
-def run_profile(args, featurizer, store: Path) -> dict:
-    """Synchronous batched loop, one timer per stage: where the time goes when nothing overlaps."""
-    from pathsegdiff.extract.run.job import ExtractConfig, build_schema
-    from pathsegdiff.store import TileBatch, open_or_create
-
-    source = bench_source(args.tiles, args.tile_size, args.stride)
-    cfg = ExtractConfig(features=featurizer.cfg, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
-    schema = build_schema(source, featurizer, cfg)
-    stages = dict.fromkeys(STAGES, 0.0)
-
-    @contextlib.contextmanager
-    def stage(name: str):
-        _sync(args.device)
-        t = time.perf_counter()
-        yield
-        _sync(args.device)
-        stages[name] += time.perf_counter() - t
-
-    def timed(name: str, fn):
-        def wrapper(*a, **kw):
-            with stage(name):
-                return fn(*a, **kw)
-        return wrapper
-
-    # conditioning and the VAE run inside the featurizer: time them from there (an instance
-    # attribute shadows the method; removed again below)
-    backbone, conditioner = featurizer.backbone, featurizer.conditioner
-    backbone.encode = timed("vae_encode", backbone.encode)
-    conditioner.embed = timed("conditioning", conditioner.embed)
-    t0 = time.perf_counter()
-    try:
-        with open_or_create(store, schema, source.records, {"bench": "profile"}, overwrite=True) as w:
-            for a in range(0, len(source), args.batch_size):
-                idx = list(range(a, min(a + args.batch_size, len(source))))
-                ids = [source.records[i].tile_id for i in idx]
-                with stage("decode"):
-                    rgb = torch.from_numpy(np.stack([source.load(i).rgb for i in idx]))
-                inner = stages["vae_encode"] + stages["conditioning"]
-                with stage("unet_and_noise"):
-                    out = featurizer(rgb, ids)
-                stages["unet_and_noise"] -= stages["vae_encode"] + stages["conditioning"] - inner  # on their own lines
-                with stage("cast_to_host"):
-                    host = {t: {b: x.to(torch.float16).cpu().numpy() for b, x in d.items()}
-                            for t, d in out.features.items()}
-                    ssl_host = out.ssl.float().cpu().numpy() if schema.ssl_dim else None
-                with stage("write"):
-                    w.write(idx, TileBatch(host, rgb=rgb.numpy(), ssl=ssl_host))
-    finally:
-        del backbone.encode, conditioner.embed
-    return {"tiles": len(source), "seconds": time.perf_counter() - t0, "stages": stages}
 
 
 def same_features(work: Path) -> bool:
@@ -296,7 +191,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.simulate_device is not None:
         return args
     if args.decode_workers is None:
-        from pathsegdiff.extract.run.job import ExtractConfig
+        from pathsegdiff.extract.run.config import ExtractConfig
 
         args.decode_workers = ExtractConfig().decode_workers
     args.timesteps = tuple(int(t) for t in args.timesteps.split(","))

@@ -1,6 +1,6 @@
 """The host side at GPU rate: the real extraction loop around a simulated device.
 
-The model is replaced by :class:`SimulatedDevice`, a backbone with the
+The model is replaced by ``SimulatedDevice`` (bench/simulated_device.py), a backbone with the
 reference model's block shapes (``up1`` 576x32x32 + ``up2`` 384x64x64 at
 t = 50 and 150: 8.65 MB of float16 per tile) that sleeps for the GPU's time
 per batch (``batch / --rate`` seconds: the main thread waits there, as it
@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -50,60 +49,11 @@ from statistics import median
 
 import numpy as np
 import torch
-from torch import nn
 
-from pathsegdiff.extract.backbones.base import Backbone
-from pathsegdiff.extract.backbones.ldm import scaled_linear_alphas_cumprod
-
-sys.path.insert(0, str(Path(__file__).parent))
-import store_io  # noqa: E402  bench/store_io.py: the store as before, and the '/' key layout
-
-REFERENCE_BLOCKS = {  # (C, h, w) at 256 px (docs/architecture.md)
-    "mid": (960, 8, 8), "up0.pre": (960, 8, 8), "up0": (960, 16, 16), "up1.pre": (576, 16, 16),
-    "up1": (576, 32, 32), "up2.pre": (384, 32, 32), "up2": (384, 64, 64), "up3": (192, 64, 64),
-}
-
-
-class SimulatedDevice(Backbone):
-    """A backbone with the reference model's shapes that takes ``1 / rate`` s per tile and computes nothing."""
-
-    model_id = "simulated-device"
-    weights_sha256 = config_sha256 = "0" * 64
-    ssl_dim, latent_channels, downsample = 384, 3, 4
-    default_blocks = ("up1", "up2")
-    untrained = True
-
-    def __init__(self, rate: float, channel_divisor: int = 1, max_batch: int = 64):
-        self.seconds_per_tile = 0.0 if rate == float("inf") else 1.0 / rate
-        self.alphas_cumprod = scaled_linear_alphas_cumprod(0.0015, 0.0195)
-        self.shapes = {b: (c // channel_divisor, h, w) for b, (c, h, w) in REFERENCE_BLOCKS.items()}
-        self._module = nn.Linear(1, 1)
-        gen = torch.Generator().manual_seed(0)  # made here, before any timing: the device's output buffers
-        self._out = {b: torch.randn((max_batch, *self.shapes[b]), generator=gen).half() for b in self.default_blocks}
-
-    def modules(self):
-        return {"stand_in": self._module}
-
-    def blocks(self):
-        return list(self.shapes)
-
-    def block_shapes(self, tile_size: int):
-        f = tile_size // 256
-        return {b: (c, h * f, w * f) for b, (c, h, w) in self.shapes.items()}
-
-    def encode(self, rgb):
-        time.sleep(self.seconds_per_tile * len(rgb))  # the batch's GPU time, spent where the host waits for it
-        return rgb[:, :3, ::4, ::4]
-
-    def context(self, ssl, batch):
-        return None
-
-    def forward_blocks(self, x, timestep, context, blocks):
-        out = {}
-        for b in blocks:
-            out[b] = self._out[b][: len(x)]  # already in host memory, as after a DMA: no copy
-        return out
-
+# beside this file in bench/
+import store_io  # the store as before, and the '/' key layout
+from simulated_device import REFERENCE_BLOCKS, SimulatedDevice, device_encoding, with_bases
+from workload import bench_source  # the same real H&E tiles as bench/extract.py
 
 VERSIONS = ("before", "after, '/' keys", "after")
 
@@ -158,7 +108,7 @@ class Lanes:
 def run_once(args, source, rate: float, preset: str, store: Path) -> dict:
     from pathsegdiff.extract.featurize import FeatureConfig, Featurizer
     from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
-    from pathsegdiff.extract.run.job import build_schema
+    from pathsegdiff.extract.run.describe import build_schema
     from pathsegdiff.extract.run.loop import extract_tiles
     from pathsegdiff.store import open_or_create
 
@@ -166,13 +116,13 @@ def run_once(args, source, rate: float, preset: str, store: Path) -> dict:
     featurizer = Featurizer(device, FeatureConfig(blocks=("up1", "up2"), timesteps=(50, 150)), per_tile=False)
     cfg = ExtractConfig(model="simulated", features=featurizer.cfg, batch_size=args.batch_size,
                         decode_workers=args.decode_workers, overwrite=True, compact=preset)
-    schema, bases = _with_bases(build_schema(source, featurizer, cfg), device, preset)
+    schema, bases = with_bases(build_schema(source, featurizer, cfg), device, preset)
     lanes, loop_t = Lanes(), {}
     shutil.rmtree(store, ignore_errors=True)
     if not args.decode_workers:  # decoding in the loop's thread: time it there (workers would have to pickle this)
         source.load = lanes.wrap("decode", type(source).load.__get__(source))
     with open_or_create(store, schema, source.records, {"bench": "host_rate"}, overwrite=True, bases=bases) as w, \
-            _device_encoding(w, device, args.host_encode):
+            device_encoding(w, device, args.host_encode):
         w.write = lanes.wrap("writer", w.write)
         summary = ExtractSummary(str(store), len(source))
         c0, w0 = time.process_time(), time.perf_counter()
@@ -185,43 +135,6 @@ def run_once(args, source, rate: float, preset: str, store: Path) -> dict:
     n = summary.written
     return {"n": n, "wall": wall, "cpu": cpu, "main_cpu": main_cpu, "device": device.seconds_per_tile * n,
             "lanes_wall": lanes.wall, "lanes_cpu": lanes.cpu, "loop": loop_t, "store": stages}
-
-
-@contextlib.contextmanager
-def _device_encoding(w, device: SimulatedDevice, host_encode: bool):
-    """A compact store: the loop gets the device's features encoded once beforehand, as a GPU hands them over."""
-    from pathsegdiff.extract.device_encoding import DeviceEncoder
-    from pathsegdiff.extract.run import loop
-
-    if w.encoding.is_default or host_encode:
-        yield
-        return
-    full = DeviceEncoder(w.encoding, "cpu")({t: dict(device._out) for t in (50, 150)})
-
-    class Precomputed:
-        def __call__(self, features):
-            n = len(next(iter(next(iter(features.values())).values())))
-            return {k: x[:n] for k, x in full.items()}
-
-    made = loop.device_encoder
-    loop.device_encoder = lambda w, dev: Precomputed()
-    try:
-        yield
-    finally:
-        loop.device_encoder = made
-
-
-def _with_bases(schema, device: SimulatedDevice, preset: str):
-    """A PCA preset's schema and bases, fitted on the device's own output (what calibration would see)."""
-    from pathsegdiff.extract.run.calibrate import with_basis
-    from pathsegdiff.store.encodings import bases_sha256, fit_bases, parse_preset
-
-    enc = parse_preset(preset)
-    if not enc.uses_pca:
-        return schema, None
-    k = enc.stored_channels(REFERENCE_BLOCKS["up1"][0])
-    bases = fit_bases({(t, b): device._out[b][:8].float().numpy() for t in (50, 150) for b in device.default_blocks}, k)
-    return with_basis(schema, bases_sha256(bases)), bases
 
 
 class _Timed:
@@ -297,8 +210,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", choices=("float16", "compact"), default=None)
     p.add_argument("--dir", default=None)
     args = p.parse_args(argv)
-    from extract import bench_source  # bench/extract.py: the same real H&E tiles
-
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench-host-rate-", dir=args.dir))
     layouts = {"float16": "float16", "compact": args.compact}

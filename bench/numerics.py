@@ -31,7 +31,6 @@ measures accuracy, not speed.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,9 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
-sys.path.insert(0, str(Path(__file__).parent))
-from extract import BenchTiles, build_backbone  # noqa: E402  (bench/extract.py)
+from workload import DATA, BenchTiles, build_backbone  # bench/workload.py, beside this file
 
 
 def stain_source(tile_size: int, stride: int, limit: int | None):
@@ -100,7 +97,8 @@ def main() -> None:
     args = p.parse_args()
 
     from pathsegdiff.extract.featurize import FeatureConfig
-    from pathsegdiff.extract.run.job import ExtractConfig, run_extraction
+    from pathsegdiff.extract.run.config import ExtractConfig
+    from pathsegdiff.extract.run.job import run_extraction
     from pathsegdiff.store import open_store
     from pathsegdiff.train_head.evaluate import evaluate_run
     from pathsegdiff.train_head.fit import TrainConfig
@@ -138,7 +136,7 @@ def main() -> None:
     for dtype in ["fp32", *dtypes]:
         res = train(str(work / f"{dtype}.zarr"), work / f"run-{dtype}", TrainConfig(head="fcn", epochs=args.epochs),
                     progress=False, plots=False)
-        cross = evaluate_run(work / "run-fp32", str(work / f"{dtype}.zarr"), plots=False)
+        cross, _ = evaluate_run(work / "run-fp32", str(work / f"{dtype}.zarr"), plots=False)
         own = res["miou"]["mean"] if isinstance(res["miou"], dict) else res["miou"]
         print(f"{dtype:>9} {own:>10.4f} {cross['miou']:>16.4f}")
     print(f"\nstores and runs in {work}")

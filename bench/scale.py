@@ -58,8 +58,9 @@ def main(argv=None) -> int:
 
     from pathsegdiff.extract.backbones import load_backbone
     from pathsegdiff.extract.run.cluster import ClusterConfig, connect
+    from pathsegdiff.extract.run.config import ExtractConfig
     from pathsegdiff.extract.run.distributed import run_distributed
-    from pathsegdiff.extract.run.job import ExtractConfig, run_extraction
+    from pathsegdiff.extract.run.job import run_extraction
     from pathsegdiff.tiles.datasets import SourceConfig, open_source
 
     torch.set_num_threads(1)
