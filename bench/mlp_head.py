@@ -39,7 +39,7 @@ from torch import nn
 from pathsegdiff.store import BlockSpec
 from pathsegdiff.train_head.fit import segmentation_loss
 from pathsegdiff.train_head.heads import Features, HeadConfig, SegHead
-from pathsegdiff.train_head.mlp import PixelMLPEnsemble, gather_at, sample_pixels
+from pathsegdiff.train_head.heads.mlp import PixelMLPEnsemble, gather_at, sample_pixels
 
 BLOCKS = (BlockSpec("up1", 64, 32, 32), BlockSpec("up2", 48, 64, 64))
 TIMESTEPS = (50, 150)

@@ -111,7 +111,7 @@ def child_store(store: str, epochs: int, workers: int, out: str) -> dict:
     from pathsegdiff.train_head.fit import TrainConfig
     from pathsegdiff.train_head.run import train
 
-    cfg = TrainConfig(epochs=epochs, patience=epochs, workers=workers, augment=False)
+    cfg = TrainConfig(epochs=epochs, patience=epochs, loader_workers=workers, augment=False)
     t0 = time.perf_counter()
     train(store, out, cfg, overwrite=True, progress=False, plots=False)
     total = time.perf_counter() - t0

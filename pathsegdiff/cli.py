@@ -307,7 +307,8 @@ TrainStoreArg = Annotated[list[str], typer.Argument(help="Stores with features a
 def train_cmd(
     stores: TrainStoreArg,
     out: Annotated[str, typer.Option("-o", "--out", help="Run directory to write (refused if it holds another run).")],
-    head: Annotated[str, typer.Option(help="Head: fcn, linear or mlp.")] = "fcn",
+    head: Annotated[str, typer.Option(help="Head: fcn, linear, mlp, rgb-fcn (fcn + the tile's stored RGB at full resolution), or your own nn.Module as path/to/heads.py:Class or package.module:Class (docs/heads.md); the run records its file's SHA-256.")] = "fcn",
+    head_args: Annotated[str | None, typer.Option(help="The head's keyword arguments: a JSON object ('{\"width\": 64}') or a .json file; built-in heads take their own fields (fcn: proj_channels, hidden_channels, conv_layers; rgb-fcn also rgb_channels, rgb_layers; mlp: mlp_hidden, ensemble, pixels_per_tile).")] = None,
     blocks: Annotated[str | None, typer.Option(help="Comma-separated blocks; default: every block in the store.")] = None,
     timesteps: Annotated[str | None, typer.Option(help="Comma-separated timesteps; default: all in the store.")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs per run (early stopping may end sooner).")] = 30,
@@ -317,26 +318,35 @@ def train_cmd(
     runs: Annotated[int, typer.Option(help="Repeat with seeds seed..seed+runs-1; results give mean and std.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    dice: Annotated[float, typer.Option(help="Weight of a soft Dice loss added to cross-entropy.")] = 0.0,
+    loss: Annotated[str, typer.Option(help="ce (cross-entropy) or focal (focal loss, --focal-gamma).")] = "ce",
+    focal_gamma: Annotated[float, typer.Option(help="Focal loss exponent: (1 - p)^gamma; 0 is cross-entropy.")] = 2.0,
+    class_weights: Annotated[str | None, typer.Option(help="Weight the loss per class: auto (inverse pixel frequencies of the training tiles, scaled to average 1 over the classes present) or one weight per class (1,3,1).")] = None,
+    dice: Annotated[float, typer.Option(help="Weight of a soft Dice loss added to the loss.")] = 0.0,
+    augment: Annotated[str, typer.Option(help="d4: random quarter turns and flips of features, RGB and labels together (the default); none: tiles as stored. Diffusion features are not rotation-equivariant, so d4 is an approximation.")] = "d4",
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better val mIoU.")] = 8,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    loader_workers: Annotated[int, typer.Option(help="DataLoader worker processes that read tiles.")] = 0,
     coefficients: Annotated[bool, typer.Option("--coefficients", help="Train on a PCA store's coefficients (faster reads); the head is saved composed onto the store's features.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train a segmentation head from the store alone; write RUN/results.json, summary.md and plots."""
+    from pathsegdiff.errors import ConfigError
     from pathsegdiff.train_head.fit import TrainConfig
+    from pathsegdiff.train_head.heads import parse_head_args
     from pathsegdiff.train_head.run import train
     from pathsegdiff.train_head.splits import parse_label_fraction
 
+    if augment not in ("d4", "none"):
+        raise ConfigError(f"--augment {augment!r}: choose d4 or none")
     config = TrainConfig(
         head=head, blocks=split_list(blocks), timesteps=split_list(timesteps, int), epochs=epochs,
-        batch_size=batch_size, lr=lr, dice_weight=dice, patience=patience,
-        label_fraction=parse_label_fraction(label_fraction), runs=runs, seed=seed, workers=workers, device=device,
-        coefficients=coefficients,
+        batch_size=batch_size, lr=lr, dice_weight=dice, loss=loss, focal_gamma=focal_gamma,
+        class_weights=class_weights, patience=patience, label_fraction=parse_label_fraction(label_fraction),
+        runs=runs, seed=seed, augment=augment == "d4", loader_workers=loader_workers, device=device,
+        coefficients=coefficients, head_options=parse_head_args(head_args),
     )
     r = train(stores, out, config, overwrite=overwrite, progress=not quiet)
-    typer.echo(_result_line(out, r))
+    typer.echo(r.line())
 
 
 @app.command("evaluate")
@@ -348,6 +358,7 @@ def evaluate_cmd(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 8,
     out: Annotated[str | None, typer.Option("-o", "--out", help="Report directory; default RUN/eval/<store>-<split>.")] = None,
+    head_code: Annotated[str | None, typer.Option(help="A plug-in head's code, when the file the run recorded is gone or changed: a copy with the recorded SHA-256 (another is refused).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Evaluate a trained head on a split of a store; write results.json, summary.md and plots."""
@@ -357,20 +368,9 @@ def evaluate_cmd(
     if not store:
         store = recorded_stores(run)
         typer.echo(f"evaluating on {' + '.join(store)}, the store{'s' * (len(store) > 1)} the run was trained on")
-    r, where = evaluate_run(run, store, split=split, device=device, batch_size=batch_size, out_dir=out,
-                            progress=not quiet)
-    typer.echo(_result_line(str(where), r))
-
-
-def _result_line(where: str, r: dict) -> str:
-    std = r.get("std") or {}
-
-    def fmt(k: str) -> str:
-        v, s = r.get(k), std.get(k)
-        return "n/a" if v is None else f"{v:.4f}" + (f" ± {s:.4f}" if s is not None else "")
-
-    return (f"{where}: {r['head']} head, {r['split']} split ({r['n_tiles']} tiles): mIoU {fmt('miou')}, "
-            f"mDice {fmt('mdice')}, pixel accuracy {fmt('pixel_accuracy')}")
+    r = evaluate_run(run, store, split=split, device=device, batch_size=batch_size, out_dir=out,
+                     progress=not quiet, head_code=head_code)
+    typer.echo(r.line())
 
 
 # --- predict / demo / doctor -------------------------------------------------
@@ -390,6 +390,7 @@ def predict_cmd(
     mpp: Annotated[float, typer.Option(help="Analysis resolution, um/px (the head's: 0.5 for the reference model).")] = 0.5,
     source_mpp: Annotated[float | None, typer.Option(help="Resolution of a plain image, um/px (default: assume it is already at --mpp).")] = None,
     min_tissue: Annotated[float, typer.Option(help="Slides: skip tiles with less tissue than this fraction (0: analyse every tile with any tissue).")] = 0.0,
+    head_code: Annotated[str | None, typer.Option(help="A plug-in head's code, when the file the run recorded is gone or changed: a copy with the recorded SHA-256 (another is refused).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Segment an image or a whole slide with a trained head; tiles fused with a centre-weighted window."""
@@ -397,11 +398,9 @@ def predict_cmd(
 
     cfg = PredictConfig(model=model or (None if store else "tiny"), conditioning=conditioning, overlap=overlap, window=window,
                         batch_size=batch_size, device=device, target_mpp=mpp, min_tissue=min_tissue, store=store,
-                        source_mpp=source_mpp)
+                        source_mpp=source_mpp, head_code=head_code)
     summary = predict(input, head, out, cfg, overwrite=overwrite, echo=typer.echo)
-    typer.echo(f"{summary['tiles']} tiles ({summary['from_store']} from the store, {summary['computed']} computed), "
-               f"{summary['regions']} regions in {summary['seconds']} s -> {out}/ "
-               f"({summary['outputs']['mask']}, overlay.png, regions.geojson, prediction.json)")
+    typer.echo(summary.line())
 
 
 @app.command("compare")

@@ -29,6 +29,9 @@ from pathsegdiff.predict.coverage import match_store
 from pathsegdiff.predict.inputs import ImageInput, SlideInput, open_input
 from pathsegdiff.predict.outputs import MaskCanvas, overlay, write_geojson, write_png, write_pyramid_tiff
 from pathsegdiff.train_head.checkpoint import load_head
+from pathsegdiff.train_head.data import to_device
+from pathsegdiff.train_head.heads import HeadInputs, needs_rgb
+from pathsegdiff.train_head.heads.protocol import logits as head_logits
 from pathsegdiff.predict.stitch import LogitFuser, StitchConfig
 
 GEOJSON_MAX_SIDE = 4096
@@ -46,6 +49,20 @@ class PredictConfig:
     min_tissue: float = 0.0  # 0: every tile that holds any tissue
     store: str | None = None
     source_mpp: float | None = None  # a plain image's resolution; None: assume target_mpp
+    head_code: str | None = None  # a plug-in head's code when its recorded file is gone or changed (same SHA-256)
+
+
+class PredictResult(dict):
+    """prediction.json's content, plus where it was written; ``line()`` is what the command line prints."""
+
+    def __init__(self, summary: dict, where: str | Path):
+        super().__init__(summary)
+        self.where = Path(where)
+
+    def line(self) -> str:
+        return (f"{self['tiles']} tiles ({self['from_store']} from the store, {self['computed']} computed), "
+                f"{self['regions']} regions in {self['seconds']} s -> {self.where}/ "
+                f"({self['outputs']['mask']}, overlay.png, regions.geojson, prediction.json)")
 
 
 def _check_model_matches(meta, backbone, conditioner) -> None:
@@ -127,12 +144,12 @@ PREDICT_OUTPUT = OutputKind(
 
 
 def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, cfg: PredictConfig = PredictConfig(),
-            overwrite: bool = False, echo=lambda line: None) -> dict:
+            overwrite: bool = False, echo=lambda line: None) -> PredictResult:
     """Predict a class map for one image or slide; returns a summary (also written to OUT/prediction.json)."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     check_output_dir(out, PREDICT_OUTPUT, overwrite)
-    head, meta = load_head(head_run, device=cfg.device)
+    head, meta = load_head(head_run, device=cfg.device, head_code=cfg.head_code)
     tile = int(meta.store_identity_fields.get("tile_size", 256))
     stitch = StitchConfig(tile=tile, overlap=tile // 4 if cfg.overlap is None else cfg.overlap, window=cfg.window)
     source = open_input(input_path, tile, stitch, cfg.target_mpp, cfg.min_tissue, cfg.source_mpp)
@@ -144,6 +161,7 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
             raise ConfigError("predict needs --model (or --store with the slide's features)")
         tiles = _extracted_tiles(source, _featurizer(cfg, meta), cfg, stitch)
         origin = {"from_store": 0, "computed": source.n_tiles(stitch)}
+    rgb_of = {(t.y, t.x): t.key for t in source.plan(stitch)} if needs_rgb(head) else None  # rgb-fcn: the tile's RGB
     replace_output_dir(out, PREDICT_OUTPUT, overwrite)
     canvas = MaskCanvas(source.height, source.width, out)
     fuser = LogitFuser(source.height, source.width, len(meta.class_names), stitch)
@@ -151,7 +169,10 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
     try:
         with torch.no_grad(), tqdm(total=source.n_tiles(stitch), desc="predict", unit="tile") as bar:
             for y, x, feats in tiles:
-                logits = head(feats)[0].float().cpu().numpy()  # (K, S, S)
+                rgb = None if rgb_of is None else torch.from_numpy(  # (1, 3, S, S) in [0, 1]
+                    np.ascontiguousarray(source.tile_rgb(rgb_of[(y, x)]))[None]).float().div(255).to(cfg.device)
+                inputs = HeadInputs(to_device(feats, torch.device(cfg.device)), (tile, tile), rgb)
+                logits = head_logits(head, inputs, len(meta.class_names))[0].float().cpu().numpy()  # (K, S, S)
                 for y0, strip in fuser.add(y, x, logits):
                     canvas.put_strip(y0, strip)
                 n += 1
@@ -181,7 +202,7 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
         "seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "prediction.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    return PredictResult(summary, out)
 
 
-__all__ = ["ImageInput", "PredictConfig", "SlideInput", "predict"]
+__all__ = ["ImageInput", "PredictConfig", "PredictResult", "SlideInput", "predict"]

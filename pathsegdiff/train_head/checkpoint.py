@@ -5,7 +5,9 @@ carries the head config (enough to rebuild the module), the class names and
 ignore value, the identity of the store(s) it was trained on and their
 locations (``stores``; a checkpoint written before several stores names one
 ``store_location``, read as a one-store list), and the run config.  :func:`load_head` rebuilds the module from the JSON and loads the
-weights into it.
+weights into it.  A plug-in head's JSON also records its code (``code``: class
+path, file, SHA-256; ``heads/plugins.py``): it is rebuilt only from code of that
+hash.  A checkpoint written before plug-ins has no ``code`` and a built-in head.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.store import FeatureStore
-from pathsegdiff.train_head.heads import FCNHead, HeadConfig, LinearHead, SegHead
-from pathsegdiff.train_head.mlp import PixelMLPEnsemble
+from pathsegdiff.train_head.heads import HeadCode, HeadConfig, build_head, load_class
 
 FORMAT = "pathsegdiff-head"
 FORMAT_VERSION = 1
@@ -31,11 +33,6 @@ WEIGHTS = "head.safetensors"
 META = "head.json"
 RUN_META = "run.json"  # written by fit at the run root; names the best run's checkpoint
 MAX_META_BYTES = 16 * 2**20  # a head.json is a few KiB: refuse to parse a huge one
-
-
-def build_head(config: HeadConfig) -> SegHead:
-    """The module a config describes, with fresh weights."""
-    return {"fcn": FCNHead, "linear": LinearHead, "mlp": PixelMLPEnsemble}[config.kind](config)
 
 
 @dataclass(frozen=True)
@@ -53,6 +50,7 @@ class HeadMeta:
     epoch: int = 0
     val_miou: float | None = None
     coefficients: dict[str, Any] | None = None  # trained on a PCA store's coefficients: its encoding, basis_sha256
+    code: HeadCode | None = None  # a plug-in head's class path, file and SHA-256; None for a built-in
 
     @property
     def blocks(self) -> tuple[str, ...]:
@@ -69,6 +67,7 @@ class HeadMeta:
             "store_identity": self.store_identity, "store_identity_fields": self.store_identity_fields,
             "stores": list(self.stores), "train": self.train, "seed": self.seed, "epoch": self.epoch,
             "val_miou": self.val_miou, "coefficients": self.coefficients,
+            "code": self.code.to_dict() if self.code else None,
         }
 
     @classmethod
@@ -82,14 +81,16 @@ class HeadMeta:
         d["class_names"] = tuple(d["class_names"])
         old = d.pop("store_location", "")  # one store, as checkpoints recorded it before several
         d["stores"] = tuple(d.get("stores") or ((old,) if old else ()))
+        d["code"] = HeadCode.from_dict(d["code"]) if d.get("code") else None
         return cls(**d)
 
 
-def save_head(directory: str | os.PathLike, module: SegHead, meta: HeadMeta) -> None:
+def save_head(directory: str | os.PathLike, module: nn.Module, meta: HeadMeta) -> None:
     """Write weights and meta; each file is replaced atomically."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    # clones: tensors that share memory (tied weights, views) are refused by safetensors
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
     save_file(tensors, d / (WEIGHTS + ".tmp"), metadata={"format": FORMAT})
     os.replace(d / (WEIGHTS + ".tmp"), d / WEIGHTS)
     (d / (META + ".tmp")).write_text(json.dumps(meta.to_dict(), indent=1))
@@ -125,18 +126,32 @@ def recorded_stores(run_dir: str | os.PathLike) -> list[str]:
     return where
 
 
-def load_head(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SegHead, HeadMeta]:
+def run_root(run_dir: str | os.PathLike) -> Path:
+    """The run directory that holds ``run_dir``: the nearest of it and its parents with a run.json."""
+    d = Path(run_dir).resolve()
+    return next((p for p in (d, *d.parents) if (p / RUN_META).is_file()), d)
+
+
+def load_head(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+              head_code: str | os.PathLike | None = None) -> tuple[nn.Module, HeadMeta]:
     """Rebuild the head saved in ``run_dir`` (a run root or one run's directory), in eval mode.
 
-    ``module(features)`` takes ``{timestep: {block: tensor (B, C, h, w)}}`` as the
-    store or the extractor gives them and returns logits (B, K, H, W) at label
-    resolution; ``module.predict(features)`` returns class ids (B, H, W).
+    The module takes a ``HeadInputs`` (built-in heads also a bare
+    ``{timestep: {block: tensor (B, C, h, w)}}``) and returns logits (B, K, H, W)
+    at label resolution.  A plug-in head is rebuilt from its recorded file
+    while that has the recorded SHA-256, else from ``head_code`` (a file of
+    that hash), else refused.
     """
     d = checkpoint_dir(run_dir)
     try:
         meta = _read_meta(d / META)
-        _check_weight_shapes(meta, d / WEIGHTS)  # before building: a crafted head.json must not allocate
-        module = build_head(meta.head)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"{d}: cannot load the head checkpoint: {e}") from None
+    cls = load_class(meta.head, meta.code, None if head_code is None else str(head_code), run_root(run_dir))
+    try:
+        if cls is None:
+            _check_weight_shapes(meta, d / WEIGHTS)  # before building: a crafted head.json must not allocate
+        module = build_head(meta.head, cls)
         module.load_state_dict(load_file(d / WEIGHTS, device="cpu"), strict=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as e:
         raise InputError(f"{d}: cannot load the head checkpoint: {e}") from None

@@ -16,7 +16,7 @@ predict and every other tool use it unchanged.  On decoded features
 the rows of C are orthonormal.  Bilinear upsampling and ``grid_sample`` are
 convex combinations per channel, so they commute with the composition.
 
-Which heads compose: fcn (``Conv2d(T*K, p, 1)`` per block) and mlp (the
+Which heads compose: fcn and rgb-fcn (``Conv2d(T*K, p, 1)`` per block) and mlp (the
 first Linear) exactly; linear too: its non-affine BatchNorm over the
 coefficients is a fixed affine map at evaluation, folded into the 1x1 map,
 and the saved BatchNorm over the features is set to the identity.
@@ -34,9 +34,7 @@ from pathsegdiff.errors import ConfigError
 from pathsegdiff.store import open_store
 from pathsegdiff.store.encodings import PCABasis
 from pathsegdiff.store.schema import BlockSpec
-from pathsegdiff.train_head.checkpoint import build_head
-from pathsegdiff.train_head.heads import FCNHead, HeadConfig, LinearHead, SegHead
-from pathsegdiff.train_head.mlp import PixelMLPEnsemble
+from pathsegdiff.train_head.heads import FCNHead, HeadConfig, LinearHead, PixelMLPEnsemble, SegHead, build_head
 from pathsegdiff.train_head.store_set import as_wheres
 
 Bases = Mapping[tuple[int, str], PCABasis]
@@ -125,7 +123,7 @@ def _compose_mlp(src: PixelMLPEnsemble, dst: PixelMLPEnsemble, bases: Bases) -> 
 
 
 COMPOSERS: dict[str, Callable[[Any, Any, Bases], None]] = {
-    "fcn": _compose_fcn, "linear": _compose_linear, "mlp": _compose_mlp,
+    "fcn": _compose_fcn, "linear": _compose_linear, "mlp": _compose_mlp, "rgb-fcn": _compose_fcn,
 }
 
 

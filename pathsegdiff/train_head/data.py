@@ -13,7 +13,7 @@ works in DataLoader workers under fork and spawn.  Several stores (a
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pathsegdiff.store import FeatureStore, open_store
-from pathsegdiff.train_head.store_set import as_wheres
+from pathsegdiff.train_head.heads.protocol import HeadInputs, HeadSpec
+from pathsegdiff.train_head.store_set import as_wheres, open_stores
 
 
 def dihedral(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:
@@ -70,6 +71,20 @@ class TileDataset(Dataset):
         self.coefficients = coefficients  # a PCA store's coefficients (K, h, w), not decoded features
         self._stores: dict[int, FeatureStore] = {}
         self._pid = -1
+
+    def with_options(self, **changes: Any) -> TileDataset:
+        """The same tiles and features with other options (augment, seed, with_rgb, ...)."""
+        keys = ("indices", "blocks", "timesteps", "augment", "seed", "with_rgb", "with_instances", "coefficients")
+        return TileDataset(self.wheres, **{**{k: getattr(self, k) for k in keys}, **changes})
+
+    @property
+    def spec(self) -> HeadSpec:
+        """What a head on these tiles receives: the blocks' stored shapes, timesteps, classes, tile size."""
+        sch = self.store.schema
+        if self.coefficients:
+            raise ValueError("a dataset of PCA coefficients has no feature spec; see coefficients.py")
+        return HeadSpec(tuple(sch.features.block(b) for b in self.blocks), self.timesteps, len(sch.class_names),
+                        sch.tile_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentations depend on (seed, epoch, tile), not on worker or order."""
@@ -140,3 +155,25 @@ def make_loader(
         persistent_workers=False,
         drop_last=False,
     )
+
+
+def to_device(features: Mapping, device: torch.device) -> dict[int, dict[str, torch.Tensor]]:
+    """Move a batch's float16 features to the device as float32."""
+    return {int(t): {b: x.to(device, non_blocking=True).float() for b, x in d.items()} for t, d in features.items()}
+
+
+def batch_inputs(batch: Mapping[str, Any], device: torch.device, size: int, rgb: bool = False) -> HeadInputs:
+    """A collated batch as a head's input: features as float32 on ``device``, RGB in [0, 1] when ``rgb``."""
+    image = batch["rgb"].to(device, non_blocking=True).float() / 255 if rgb and "rgb" in batch else None
+    return HeadInputs(to_device(batch["features"], device), (size, size), image)
+
+
+def pixel_counts(where: str | Sequence[str], indices: Sequence[int], n_classes: int, ignore_index: int) -> np.ndarray:
+    """Labelled pixels of each class (n_classes,) over tiles ``indices`` (numbered across the stores)."""
+    stores = open_stores(where)
+    counts = np.zeros(n_classes, np.int64)
+    for i in np.asarray(indices, np.int64):
+        k, local = stores.locate(int(i))
+        labels = stores.stores[k].read_labels(local).ravel()
+        counts += np.bincount(labels[labels != ignore_index], minlength=n_classes)[:n_classes]
+    return counts

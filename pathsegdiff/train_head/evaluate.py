@@ -12,6 +12,7 @@ labelled region.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -21,15 +22,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from pathsegdiff.errors import InputError, StoreExistsError
+from pathsegdiff.errors import ConfigError, InputError, StoreExistsError
+from pathsegdiff.train_head.boundary import BoundaryF1
 from pathsegdiff.train_head.checkpoint import HeadMeta, check_store_matches, checkpoint_dir, load_head, recorded_stores
-from pathsegdiff.train_head.data import TileDataset, make_loader
-from pathsegdiff.train_head.fit import resolve_device, to_device
-from pathsegdiff.train_head.heads import SegHead
+from pathsegdiff.train_head.data import TileDataset, batch_inputs, make_loader
+from pathsegdiff.train_head.fit import resolve_device
+from pathsegdiff.train_head.heads import needs_rgb
+from pathsegdiff.train_head.heads.protocol import predict_classes
 from pathsegdiff.train_head.metrics import ConfusionMatrix, per_patient_summary, per_slide_summary
 from pathsegdiff.train_head.object_metrics import ObjectMetrics, instances_from_mask
 from pathsegdiff.train_head.progress import bar
+from pathsegdiff.train_head.results import EvaluateResult, metrics_text
 from pathsegdiff.train_head.splits import read_splits, require_labels
 from pathsegdiff.train_head.store_set import StoreSet, open_stores
 
@@ -42,16 +47,28 @@ class Evaluation:
     confusion: ConfusionMatrix
     samples: list[dict[str, Any]] = field(default_factory=list)  # index, tile_id, rgb, labels, predicted
 
+    def line(self) -> str:
+        return f"{self.metrics['n_tiles']} tiles: {metrics_text(self.metrics)}"
+
+
+def require_rgb(head: nn.Module | type, stores: StoreSet) -> None:
+    """Refuse stores without RGB for a head (or head class) that needs the tiles' RGB (one line)."""
+    lacking = [str(s.location) for s in stores.stores if not s.schema.store_rgb]
+    if needs_rgb(head) and lacking:
+        name = head.__qualname__ if isinstance(head, type) else type(head).__qualname__
+        raise ConfigError(f"{lacking[0]}: the {name} head needs the tiles' RGB and this store holds none "
+                          "(extracted without RGB); choose a head that uses features only")
+
 
 @torch.no_grad()
 def evaluate_head(
-    head: SegHead,
+    head: nn.Module,
     meta: HeadMeta,
     where: str | Sequence[str],
     indices: np.ndarray,
     device: str = "cpu",
     batch_size: int = 8,
-    workers: int = 0,
+    loader_workers: int = 0,
     keep_samples: int = 4,
     progress: bool = False,
     desc: str = "evaluate",
@@ -61,9 +78,11 @@ def evaluate_head(
     dev = resolve_device(device)
     head = head.to(dev).eval()
     stores = open_stores(where)
+    require_rgb(head, stores)
     # an extra goes into every item or none, or the batch cannot be collated
     with_instances = all(s.schema.store_instances for s in stores.stores)
-    with_rgb = keep_samples > 0 and all(s.schema.store_rgb for s in stores.stores)
+    rgb_in = needs_rgb(head)
+    with_rgb = (keep_samples > 0 or rgb_in) and all(s.schema.store_rgb for s in stores.stores)
     table = stores.full_table()
     slides = np.asarray(table["slide_id"]).astype(str)
     patients = np.asarray(table["patient"]).astype(str)
@@ -72,17 +91,20 @@ def evaluate_head(
     ds = TileDataset(stores.wheres, indices, meta.blocks, meta.timesteps,
                      with_rgb=with_rgb, with_instances=with_instances)
     cm = ConfusionMatrix(n_classes, ignore)
+    boundary = BoundaryF1(n_classes, ignore)
     by_slide: dict[str, ConfusionMatrix] = {}
     by_patient: dict[str, ConfusionMatrix] = {}
     slides_of: dict[str, set[str]] = {}
     objects = ObjectMetrics() if with_instances else None
     samples: list[dict[str, Any]] = []
-    loader = make_loader(ds, batch_size, False, workers)
+    loader = make_loader(ds, batch_size, False, loader_workers)
     for batch in bar(len(loader), desc, progress, iterable=loader):
-        pred = head.predict(to_device(batch["features"], dev)).cpu().numpy()  # (B, H, W)
+        inputs = batch_inputs(batch, dev, meta.head.out_size, rgb_in)
+        pred = predict_classes(head, inputs, n_classes).cpu().numpy()  # (B, H, W)
         labels = batch["labels"].numpy()
         cm.update(pred, labels)
         for j, i in enumerate(batch["index"].tolist()):
+            boundary.update(pred[j], labels[j])
             slide = slides[i] or "(no slide id)"
             by_slide.setdefault(slide, ConfusionMatrix(n_classes, ignore)).update(pred[j], labels[j])
             if patients[i]:
@@ -95,7 +117,7 @@ def evaluate_head(
             if len(samples) < keep_samples and "rgb" in batch:
                 samples.append({"index": i, "tile_id": str(tile_ids[i]), "rgb": batch["rgb"][j].numpy(),
                                 "labels": labels[j], "predicted": pred[j]})
-    metrics = {**cm.summary(meta.class_names), "n_tiles": int(len(indices)),
+    metrics = {**cm.summary(meta.class_names), **boundary.summary(meta.class_names), "n_tiles": int(len(indices)),
                "per_slide": per_slide_summary(by_slide), "per_patient": per_patient_summary(by_patient, slides_of)}
     if objects is not None:
         metrics["objects"] = objects.summary()
@@ -138,16 +160,18 @@ def evaluate_run(
     out_dir: str | os.PathLike | None = None,
     plots: bool = True,
     progress: bool = True,
-) -> tuple[dict[str, Any], Path]:
+    head_code: str | os.PathLike | None = None,
+) -> EvaluateResult:
     """Evaluate the head saved in ``run_dir`` on ``split`` of one store or several (default: the stores the
     run was trained on); write a report.
 
     The report goes to ``out_dir`` (default ``RUN/eval/<store names>-<split>``) so
-    that the training results in ``RUN/results.json`` are never replaced.
+    that the training results in ``RUN/results.json`` are never replaced.  A plug-in head is rebuilt from
+    its recorded code while that has the recorded hash, else from ``head_code`` (``heads/plugins.py``).
     """
     from pathsegdiff.train_head.report import write_report
 
-    head, meta = load_head(run_dir, device="cpu")
+    head, meta = load_head(run_dir, device="cpu", head_code=head_code)
     stores = open_stores(recorded_stores(run_dir) if stores is None else stores)
     for store in stores.stores:
         require_labels(store)
@@ -171,4 +195,4 @@ def evaluate_run(
     }
     write_report(out, results, confusion=ev.confusion, samples=ev.samples, histories=None,
                  class_names=meta.class_names, ignore_index=meta.ignore_index, plots=plots, progress=progress)
-    return results, out
+    return EvaluateResult(json.loads((out / "results.json").read_text()), out)

@@ -54,6 +54,9 @@ def aggregate_runs(per_run: list[dict[str, Any]], class_names: Sequence[str]) ->
     out: dict[str, Any] = {"std": {}}
     for key in SCALARS:
         out[key], out["std"][key] = _mean_std([r[key] for r in per_run])
+    if all("boundary_f1" in r for r in per_run):  # boundary.py; runs evaluated before it have none
+        out["boundary_f1"], out["std"]["boundary_f1"] = _mean_std([r["boundary_f1"] for r in per_run])
+        out["boundary_tolerance_px"] = per_run[0].get("boundary_tolerance_px")
     out["per_class"] = {}
     for name in class_names:
         entry = {}
@@ -102,6 +105,9 @@ def summary_markdown(results: dict[str, Any]) -> str:
     lines += _labels(results)
     lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(results.get(k), std.get(k))} |" for k in SCALARS]
+    if "boundary_f1" in results:
+        lines.append(f"| boundary F1 (within {results.get('boundary_tolerance_px', 2):g} px) "
+                     f"| {_fmt(results['boundary_f1'], std.get('boundary_f1'))} |")
     lines += ["", "| class | IoU | Dice | pixels |", "|---|---|---|---|"]
     for name, c in results.get("per_class", {}).items():
         lines.append(f"| {name} | {_fmt(c['iou'], c.get('iou_std'))} | {_fmt(c['dice'], c.get('dice_std'))} "

@@ -14,6 +14,11 @@ Layout of a run directory::
 With ``config.coefficients`` the heads train on a PCA store's coefficients and are saved composed onto its
 features (``coefficients.py``); run.json and head.json record the encoding and basis_sha256.
 
+A plug-in head (``config.head`` a class path) is imported and hashed once; run.json and every head.json
+record its class path, keyword arguments and the SHA-256 of its file (``heads/plugins.py``), and one dry
+forward on a batch refuses a head that breaks the protocol before anything is written.  run.json also
+records the class weights the loss used (``class_weights_used``: ``auto`` resolved to numbers).
+
 A RUN directory that holds a different run (another config or store) is
 refused unless ``overwrite`` (another config, store identity or list of
 stores); a directory that holds anything else is never
@@ -31,14 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from pathsegdiff.errors import InputError, StoreExistsError
+import torch
+
+from pathsegdiff.errors import ConfigError, InputError, StoreExistsError
 from pathsegdiff.train_head.checkpoint import RUN_META, HeadMeta
 from pathsegdiff.train_head.coefficients import store_bases
-from pathsegdiff.train_head.evaluate import evaluate_head, label_origin
-from pathsegdiff.train_head.fit import TrainConfig, fit_one, resolve_device
-from pathsegdiff.train_head.heads import HeadConfig
+from pathsegdiff.train_head.data import TileDataset
+from pathsegdiff.train_head.evaluate import evaluate_head, label_origin, require_rgb
+from pathsegdiff.train_head.fit import TrainConfig, dry_run, fit_one, resolve_class_weights, resolve_device
+from pathsegdiff.train_head.heads import HeadConfig, HeadSpec, build_head, head_class
 from pathsegdiff.train_head.metrics import ConfusionMatrix
 from pathsegdiff.train_head.report import aggregate_runs, clean_json, write_report
+from pathsegdiff.train_head.results import TrainResult
 from pathsegdiff.train_head.splits import label_subset, read_splits, require_labels, resolve_selection
 from pathsegdiff.train_head.store_set import open_stores
 
@@ -60,9 +69,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, ove
             old = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             old = {}
-        # Options added since that run was written read as their defaults (TrainConfig() is all defaults).
-        old_config = {**clean_json(TrainConfig().to_dict()), **(old.get("config") or {})}
-        same = old_config == clean_json(config.to_dict()) and old.get("store_identity") == store_identity
+        same = _recorded_config(old) == clean_json(config.to_dict()) and old.get("store_identity") == store_identity
         if stores is not None:  # a run of the same features over other stores is another run
             same = same and (old.get("stores") or [old.get("store")]) == list(stores)
         foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_ENTRIES)
@@ -73,6 +80,15 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, ove
             raise StoreExistsError(f"{run_dir}: holds a different run; pass --overwrite to replace it")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _recorded_config(run_meta: dict[str, Any]) -> dict[str, Any] | None:
+    """A run.json's config as TrainConfig.to_dict() gives it now: options added since read as their defaults,
+    renamed ones by their new names; None when it no longer parses."""
+    try:
+        return clean_json(TrainConfig.from_dict(run_meta.get("config") or {}).to_dict())
+    except (ConfigError, TypeError):
+        return None
 
 
 def _write_run_meta(run_dir: Path, **fields: Any) -> None:
@@ -88,9 +104,9 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     plots: bool = True,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train ``config.runs`` heads on one store or several and write the run directory; returns results.json's
-    content."""
+    content (with ``.line()``)."""
     run_dir = Path(run_dir)
     store = open_stores(stores)  # refuses stores of other features or classes before anything is written
     wheres = list(store.wheres)
@@ -108,24 +124,34 @@ def train(
     eval_split = "test" if len(splits.test) else "val"
     eval_idx = splits.get(eval_split)
     sch = store.schema
-    head_config = HeadConfig(config.head, blocks, timesteps, len(sch.class_names), sch.tile_size,
-                             **dict(config.head_options))
+    cls, code = head_class(config.head)  # a plug-in is imported and hashed here, once
+    spec = HeadSpec(blocks, timesteps, len(sch.class_names), sch.tile_size)
+    head_config = HeadConfig.for_run(code.class_path if code else config.head, spec, config.head_options)
     meta_base = HeadMeta(head_config, tuple(sch.class_names), sch.ignore_index, store.identity,
                          dict(store.meta.get("identity_fields", {})), tuple(wheres), config.to_dict(),
-                         coefficients=coefficients)
+                         coefficients=coefficients, code=code)
+    require_rgb(cls, store)
+    if code is not None:  # refused before anything is written: a plug-in that breaks the protocol
+        dry_run(build_head(head_config, cls), TileDataset(wheres, subset[:2], [b.name for b in blocks], timesteps,
+                                                          with_rgb=True), spec.n_classes, torch.device("cpu"))
+    weights = resolve_class_weights(config, wheres, subset, spec.n_classes, sch.ignore_index)
     prepare_run_dir(run_dir, config, store.identity, overwrite, wheres)
     common = {"config": config.to_dict(), "stores": wheres, "store_identity": store.identity,
-              **({"coefficients": coefficients} if coefficients else {})}
+              **({"coefficients": coefficients} if coefficients else {}),
+              **({"head_code": code.to_dict()} if code else {}),
+              "class_weights_used": None if weights is None else weights.tolist()}
     _write_run_meta(run_dir, **common, status="running")
 
     per_run, histories, evaluations = [], {}, []
     for r in range(config.runs):
         seed = config.seed + r
         sub = f"runs/seed_{seed}"
-        fit = fit_one(wheres, head_config, meta_base, subset, splits.val, config, seed, run_dir / sub, progress)
+        fit = fit_one(wheres, head_config, meta_base, subset, splits.val, config, seed, run_dir / sub, progress,
+                      cls, weights)
         (run_dir / sub / "history.json").write_text(json.dumps(clean_json(fit.history), indent=1))
         ev = evaluate_head(fit.head, fit.meta, wheres, eval_idx, config.device, config.batch_size,
-                           config.workers, keep_samples=4, progress=progress, desc=f"seed {seed}: {eval_split} split")
+                           config.loader_workers, keep_samples=4, progress=progress,
+                           desc=f"seed {seed}: {eval_split} split")
         evaluations.append(ev)
         histories[f"seed {seed}"] = fit.history
         per_run.append({"seed": seed, "run_dir": sub, "best_epoch": fit.meta.epoch, "val_miou": fit.meta.val_miou,
@@ -133,7 +159,7 @@ def train(
     best = int(np.argmax([r["val_miou"] if r["val_miou"] is not None else -1 for r in per_run]))
     results = {
         "split": eval_split, "n_tiles": int(len(eval_idx)), "stores": wheres, "store_identity": store.identity,
-        "class_names": list(sch.class_names), "head": config.head, "blocks": [b.name for b in blocks],
+        "class_names": list(sch.class_names), "head": head_config.kind, "blocks": [b.name for b in blocks],
         "timesteps": list(timesteps), "label_fraction": config.label_fraction, "n_train_tiles": int(len(subset)),
         "n_val_tiles": int(len(splits.val)), "val_source": splits.val_source, "runs": config.runs,
         "seeds": [r["seed"] for r in per_run], "best_run": per_run[best]["run_dir"],
@@ -147,4 +173,4 @@ def train(
     write_report(run_dir, results, confusion=total, samples=evaluations[best].samples, histories=histories,
                  class_names=sch.class_names, ignore_index=sch.ignore_index, plots=plots, progress=progress)
     _write_run_meta(run_dir, **common, status="done", best_run=results["best_run"])
-    return json.loads((run_dir / "results.json").read_text())
+    return TrainResult(json.loads((run_dir / "results.json").read_text()), run_dir)

@@ -48,6 +48,7 @@ def build_store(
     n_slides: int = 5,
     unwritten: int = 0,
     compute_dtype: str = "fp32",
+    rgb: bool = True,
 ):
     """Create and fill a store; the last ``unwritten`` tiles stay todo."""
     rng = np.random.default_rng(seed)
@@ -56,20 +57,21 @@ def build_store(
     tiles = [TileRecord(f"t{i:03d}", f"S{i % n_slides}", 0, 0, 0.5, names[i]) for i in range(n_tiles)]
     spec = FeatureSpec("synthetic", weights_sha256, BLOCKS, TIMESTEPS, tile_size=TILE, compute_dtype=compute_dtype)
     schema = StoreSchema(spec, n_tiles=n_tiles, class_names=CLASSES if labels else (),
-                         store_instances=instances and labels)
+                         store_instances=instances and labels, store_rgb=rgb)
     lab = blob_labels(rng, n_tiles, len(CLASSES), TILE)
     shown = lab[np.roll(np.arange(n_tiles), 1)] if shuffled else lab
     mix_rng = np.random.default_rng(1234)  # the same encoding for every store
     feats = {t: {b.name: encode(lab, len(CLASSES), b, mix_rng.normal(size=(b.channels, len(CLASSES))),
                                 noise, rng) for b in BLOCKS} for t in TIMESTEPS}
     palette = np.array([[200, 60, 120], [230, 170, 200], [120, 90, 200]], np.uint8)
-    rgb = palette[lab].transpose(0, 3, 1, 2)
+    colours = palette[lab].transpose(0, 3, 1, 2)  # the features' labels as colours (what rgb-fcn can read)
     inst = np.stack([_components(m) for m in shown]) if instances else None
     with create_store(path, schema, tiles) as w:
         n = n_tiles - unwritten
         w.write(range(n), TileBatch(
             features={t: {b: v[:n] for b, v in d.items()} for t, d in feats.items()},
-            labels=shown[:n] if labels else None, rgb=rgb[:n], instances=inst[:n] if instances else None,
+            labels=shown[:n] if labels else None, rgb=colours[:n] if rgb else None,
+            instances=inst[:n] if instances else None,
         ))
     return str(path)
 

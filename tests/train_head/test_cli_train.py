@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
-from synthetic_store import build_store
 from typer.testing import CliRunner
 
+from synthetic_store import build_store
 from pathsegdiff.cli import app, train_cmd
 from pathsegdiff.store import open_store
 from pathsegdiff.train_head.checkpoint import load_head
@@ -59,9 +59,12 @@ def test_evaluate_writes_a_separate_report(trained, learnable_store):
 def test_cli_defaults_match_the_train_config():
     params = inspect.signature(train_cmd).parameters
     d = TrainConfig()
-    for name in ("head", "epochs", "batch_size", "lr", "runs", "seed", "device", "patience", "workers"):
+    for name in ("head", "epochs", "batch_size", "lr", "runs", "seed", "device", "patience", "loader_workers", "loss",
+                 "focal_gamma", "class_weights"):
         assert params[name].default == getattr(d, name), name
     assert params["dice"].default == d.dice_weight and float(params["label_fraction"].default) == d.label_fraction
+    assert (params["augment"].default == "d4") == d.augment and params["head_args"].default is None
+    assert "workers" not in params  # DataLoader workers are --loader-workers; --workers is extract's dask processes
 
 
 def test_store_without_labels(tmp_path):

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.store import BlockSpec
 from pathsegdiff.train_head.checkpoint import build_head
-from pathsegdiff.train_head.heads import HeadConfig
-from pathsegdiff.train_head.mlp import gather_at, sample_pixels
+from pathsegdiff.train_head.heads import HeadConfig, HeadInputs
+from pathsegdiff.train_head.heads.mlp import gather_at, sample_pixels
 
 BLOCKS = (BlockSpec("up1", 5, 4, 4), BlockSpec("up2", 3, 8, 8))
 
@@ -24,12 +24,12 @@ def features(b: int = 2, seed: int = 0, dtype=torch.float32):
     return {t: {blk.name: torch.randn(b, *blk.shape, generator=g).to(dtype) for blk in BLOCKS} for t in (50, 150)}
 
 
-@pytest.mark.parametrize("kind", ["fcn", "linear", "mlp"])
+@pytest.mark.parametrize("kind", ["fcn", "linear", "mlp", "rgb-fcn"])
 def test_output_shape_and_config_round_trip(kind):
-    cfg = config(kind, ensemble=2, mlp_hidden=(8, 4), proj_channels=4, hidden_channels=8)
+    cfg = config(kind, ensemble=2, mlp_hidden=(8, 4), proj_channels=4, hidden_channels=8, rgb_channels=4)
     torch.manual_seed(0)
     head = build_head(cfg).eval()
-    x = features()
+    x = HeadInputs(features(), (16, 16), torch.rand(2, 3, 16, 16))
     out = head(x)
     assert out.shape == (2, 3, 16, 16)
     assert head.predict(x).shape == (2, 16, 16)
@@ -60,9 +60,25 @@ def test_missing_block_and_wrong_shape_are_input_errors():
         head(x)
 
 
+def test_rgb_fcn_sees_the_rgb_at_full_resolution():
+    torch.manual_seed(0)
+    head = build_head(config("rgb-fcn", rgb_channels=4, rgb_layers=1)).eval()
+    x = features()
+    rgb = torch.rand(2, 3, 16, 16)
+    a = head(HeadInputs(x, (16, 16), rgb))
+    rgb[0, :, 5, 7] = 1 - rgb[0, :, 5, 7]  # one pixel of tile 0
+    change = (head(HeadInputs(x, (16, 16), rgb)) - a).abs().amax(1)  # (B, H, W)
+    assert change[1].max() == 0  # the other tile is untouched (GroupNorm is per tile)
+    assert change[0, 4:7, 6:9].min() > change[0].median()  # the pixel's 3x3 neighbourhood moves most
+    with pytest.raises(InputError, match="needs the tile's RGB"):
+        head(x)
+
+
 def test_config_validation():
     with pytest.raises(ConfigError, match="unknown head"):
         config("unet")
+    with pytest.raises(ConfigError, match="takes options"):
+        config("fcn", args={"width": 3})
     with pytest.raises(ConfigError, match="unknown head-config fields"):
         HeadConfig.from_dict({**config("fcn").to_dict(), "depth": 3})
     with pytest.raises(ConfigError):

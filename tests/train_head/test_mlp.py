@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pathsegdiff.store import BlockSpec
-from pathsegdiff.train_head import mlp
+from pathsegdiff.train_head.heads import mlp
 from pathsegdiff.train_head.checkpoint import HeadMeta, build_head, load_head, save_head
 from pathsegdiff.train_head.heads import HeadConfig
-from pathsegdiff.train_head.stacked import StackedBatchNorm, StackedLinear, _BatchNormLinear, normalised_linear
+from pathsegdiff.train_head.heads.stacked import StackedBatchNorm, StackedLinear, _BatchNormLinear, normalised_linear
 
 # Three blocks: coarser than, finer than and at the label resolution.
 BLOCKS = (BlockSpec("up1", 5, 4, 4), BlockSpec("up2", 3, 8, 8), BlockSpec("up3", 2, 16, 16))

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from synthetic_store import BLOCKS, CLASSES, TILE, TIMESTEPS, blob_labels, encode
 from typer.testing import CliRunner
 
+from synthetic_store import BLOCKS, CLASSES, TILE, TIMESTEPS, blob_labels, encode
 from pathsegdiff.cli import app
 from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, TileBatch, TileRecord, create_store, open_store
 from pathsegdiff.train_head.checkpoint import load_head
@@ -120,7 +120,7 @@ def test_per_slide_and_per_patient_numbers_match_an_independent_count(two_sites,
     assert len(np.unique(pred)) > 1  # a head that predicts one class everywhere would make this test weak
     found = {}
     for split in ("train", "val"):
-        res, _ = evaluate_run(trained, None, split=split, plots=False, progress=False)
+        res = evaluate_run(trained, None, split=split, plots=False, progress=False)
         found.update({p: (split, v) for p, v in res["per_patient"]["patients"].items()})
         for s, v in res["per_slide"]["slides"].items():
             assert v["miou"] == pytest.approx(independent_miou(pred[slide == s], lab[slide == s], len(CLASSES))), s
@@ -137,9 +137,10 @@ def test_per_slide_and_per_patient_numbers_match_an_independent_count(two_sites,
     assert found["P1"][1]["slides"] == ["AP1s0", "AP1s1", "BP1s0", "BP1s1"]
 
 
-def test_evaluate_quiet_prints_only_its_lines(trained, two_sites):
-    loud = runner.invoke(app, ["evaluate", str(trained), "--split", "val", "-o", str(trained / "loud")])
-    quiet = runner.invoke(app, ["evaluate", str(trained), "--split", "val", "-o", str(trained / "quiet"), "--quiet"])
+def test_evaluate_quiet_prints_only_its_lines(trained, two_sites, tmp_path):
+    # reports outside the run: a run directory holding files train did not write is never replaced
+    loud = runner.invoke(app, ["evaluate", str(trained), "--split", "val", "-o", str(tmp_path / "loud")])
+    quiet = runner.invoke(app, ["evaluate", str(trained), "--split", "val", "-o", str(tmp_path / "quiet"), "--quiet"])
     assert loud.exit_code == 0 and quiet.exit_code == 0, loud.output + quiet.output
     assert "evaluate: val split" in loud.output  # the progress bar
     lines = quiet.output.strip().splitlines()

@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pathsegdiff.train_head.heads import Features, HeadConfig, SegHead
-from pathsegdiff.train_head.stacked import StackedBatchNorm, StackedLinear, normalised_linear
+from pathsegdiff.train_head.heads.base import SegHead
+from pathsegdiff.train_head.heads.protocol import Features, HeadInputs
+from pathsegdiff.train_head.heads.stacked import StackedBatchNorm, StackedLinear, normalised_linear
 
 # Pixels per chunk the layers run on, in training (the BatchNorm statistics
 # span all chunks) and at inference: 10 members x 256 units are 20 MiB.
@@ -73,7 +74,7 @@ class PixelMLPEnsemble(SegHead):
     per hidden width, as in DDPM-seg.
     """
 
-    def __init__(self, config: HeadConfig):
+    def __init__(self, config):
         super().__init__(config)
         k, widths = config.ensemble, config.mlp_hidden
         self.first = nn.ParameterDict({name: nn.Parameter(torch.empty(k, widths[0], c))
@@ -118,7 +119,7 @@ class PixelMLPEnsemble(SegHead):
         return torch.cat([*gathered, gathered[0].new_ones(idx.numel(), 1)], 1).T
 
     def training_logits(
-        self, features: Features, labels: torch.Tensor, ignore_index: int
+        self, features: HeadInputs | Features, labels: torch.Tensor, ignore_index: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Member logits at sampled pixels (k*B*P, K), member-major, and their targets (k*B*P,)."""
         idx, targets = sample_pixels(labels, self.config.pixels_per_tile, ignore_index)
@@ -139,7 +140,7 @@ class PixelMLPEnsemble(SegHead):
                 idx = torch.arange(pixels.start, pixels.stop, device=tile[0].device).unsqueeze(0)  # (1, P)
                 yield i, pixels, self._logits(self._pixels(tile, idx), batch_stats=False)
 
-    def vote(self, features: Features) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def vote(self, features: HeadInputs | Features) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean probabilities (B, K, H, W), majority-vote labels (B, H, W), uncertainty (B, H, W).
 
         Uncertainty is the entropy of the mean prediction, as DDPM-seg reports;
@@ -158,7 +159,7 @@ class PixelMLPEnsemble(SegHead):
         entropy = -(mean * mean.clamp_min(1e-12).log()).sum(dim=1)
         return mean.view(b, n_classes, size, size), labels.view(b, size, size), entropy.view(b, size, size)
 
-    def forward(self, features: Features) -> torch.Tensor:
+    def forward(self, features: HeadInputs | Features) -> torch.Tensor:
         """Log mean probability of the members (B, K, H, W)."""
         stacked = self.stack(features)
         b, size = stacked[0].shape[0], self.config.out_size
@@ -168,7 +169,7 @@ class PixelMLPEnsemble(SegHead):
         return out.view(b, -1, size, size)
 
     @torch.no_grad()
-    def predict(self, features: Features) -> torch.Tensor:
+    def predict(self, features: HeadInputs | Features) -> torch.Tensor:
         return self.vote(features)[1]
 
 
