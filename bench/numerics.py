@@ -136,7 +136,7 @@ def main() -> None:
     for dtype in ["fp32", *dtypes]:
         res = train(str(work / f"{dtype}.zarr"), work / f"run-{dtype}", TrainConfig(head="fcn", epochs=args.epochs),
                     progress=False, plots=False)
-        cross, _ = evaluate_run(work / "run-fp32", str(work / f"{dtype}.zarr"), plots=False)
+        cross = evaluate_run(work / "run-fp32", str(work / f"{dtype}.zarr"), plots=False)
         own = res["miou"]["mean"] if isinstance(res["miou"], dict) else res["miou"]
         print(f"{dtype:>9} {own:>10.4f} {cross['miou']:>16.4f}")
     print(f"\nstores and runs in {work}")
