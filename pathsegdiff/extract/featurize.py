@@ -5,7 +5,11 @@ each timestep t add noise ``zt = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps`` drawn
 from a seed of (seed, tile id, t, draw), so features do not depend on batch
 size, order or resume; then run the backbone's partial forward up to the last
 requested block.  A model without a noise schedule (a ViT) sees the clean
-tile once, at timestep 0.
+tile once, at timestep 0.  A model with a fixed patch grid (a ViT) gets each tile
+resized to its input size first (``Backbone.input_size``: for a patch-14 ViT,
+252 px for a 256 px tile; ``FeatureConfig.input_size`` sets another), so a
+baseline store holds the same tiles, ids, labels and RGB as a diffusion store
+of the same source; every other model sees the tile at its own size.
 
 Defaults come from the backbone: for a UNet LDM ``up1`` and ``up2`` at
 t = 50 and 150 (DDPM-seg, Baranchuk et al., found the middle-to-late decoder
@@ -29,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.extract.backbones import Backbone, load_backbone
@@ -46,6 +51,7 @@ class FeatureConfig:
     timesteps: tuple[int, ...] | None = None
     draws: int = 1
     seed: int = 0
+    input_size: int | None = None  # a ViT's input side in px; None: the largest patch multiple not above the tile
 
     def __post_init__(self) -> None:
         if self.blocks is not None:
@@ -60,12 +66,16 @@ class FeatureConfig:
                 raise ConfigError(f"timesteps must be >= 0, got {list(self.timesteps)}")
         if int(self.draws) < 1:
             raise ConfigError(f"draws must be >= 1, got {self.draws}")
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", int(self.input_size))
 
     def resolved(self, backbone: Backbone) -> "FeatureConfig":
         """The backbone's defaults filled in, checked against what it offers."""
         cfg = replace(self, blocks=self.blocks or backbone.default_blocks,
                       timesteps=self.timesteps or backbone.default_timesteps)
         backbone.check_blocks(cfg.blocks)
+        if cfg.input_size is not None:  # refused by a model that takes tiles at their own size
+            backbone.input_size(cfg.input_size, cfg.input_size)
         if backbone.is_diffusion:
             n_steps = len(backbone.alphas_cumprod)
             bad = [t for t in cfg.timesteps if not 0 <= t < n_steps]
@@ -80,11 +90,13 @@ class FeatureConfig:
         d = asdict(self)
         d["blocks"] = list(self.blocks) if self.blocks is not None else None
         d["timesteps"] = list(self.timesteps) if self.timesteps is not None else None
+        if self.input_size is None:  # the default: configs from before the option read the same
+            del d["input_size"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
-        unknown = set(d) - {"blocks", "timesteps", "draws", "seed"}
+        unknown = set(d) - {"blocks", "timesteps", "draws", "seed", "input_size"}
         if unknown:
             raise ConfigError(f"unknown feature config keys: {sorted(unknown)}")
         return cls(**{**d, "blocks": tuple(d["blocks"]) if d.get("blocks") else None,
@@ -164,8 +176,12 @@ class Featurizer:
         return (f"model {b.model_id}: weights are seeded, NOT trained; use it to test the pipeline, "
                 "not for science") if b.untrained else ""
 
+    def input_size(self, tile_size: int) -> int:
+        """The side, in pixels, a ``tile_size`` tile is resized to for the model (the tile's own for most)."""
+        return self.backbone.input_size(tile_size, self.cfg.input_size)
+
     def block_shapes(self, tile_size: int) -> dict[str, tuple[int, int, int]]:
-        shapes = self.backbone.block_shapes(tile_size)
+        shapes = self.backbone.block_shapes(self.input_size(tile_size))
         return {name: shapes[name] for name in self.cfg.blocks}
 
     def _autocast(self):
@@ -203,6 +219,7 @@ class Featurizer:
     def _features(self, rgb_uint8, tile_ids, ssl):
         backbone, cfg = self.backbone, self.cfg
         rgb = rgb_uint8.to(backbone.device).float() / 127.5 - 1.0
+        rgb = resize_tiles(rgb, self.input_size(rgb.shape[-2]), self.input_size(rgb.shape[-1]))
         chunks = self._chunks(len(tile_ids))
         run = self.compiled or backbone
         z0 = _cat([run.encode(rgb[c]) for c in chunks])
@@ -228,6 +245,14 @@ class Featurizer:
                 features[t] = {name: (sum(d[name].float() for d in draws) / cfg.draws).to(draws[0][name].dtype)
                                for name in cfg.blocks}
         return features, z0
+
+
+def resize_tiles(rgb: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, 3, height, width): bicubic with antialiasing (as torchvision's and PIL's
+    resize), clamped to [-1, 1] as a resized uint8 image would be; the same tensor when already that size."""
+    if tuple(rgb.shape[-2:]) == (height, width):
+        return rgb
+    return F.interpolate(rgb, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp_(-1, 1)
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -80,6 +80,16 @@ class Backbone(ABC):
                        blocks: Sequence[str]) -> dict[str, torch.Tensor]:
         """Run the model on ``x`` (noised latent or encoded tile) only as far as the last of ``blocks``."""
 
+    def input_size(self, tile_size: int, requested: int | None = None) -> int:
+        """The side, in pixels, a ``tile_size`` tile is resized to before ``encode``: the tile's own here.
+
+        A model with a fixed patch grid (a ViT) overrides it; any other refuses a ``requested`` size.
+        """
+        if requested is not None:
+            raise ConfigError(f"model {self.model_id} takes tiles at their own size; an input size (--vit-input-size) "
+                              "applies to ViT models only")
+        return tile_size
+
     # -- shared by every family --------------------------------------------------
     def check_blocks(self, blocks: Sequence[str]) -> None:
         valid = self.blocks()

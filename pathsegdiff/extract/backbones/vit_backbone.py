@@ -13,9 +13,19 @@ do, so all layers come on one scale; ``layer{N-1}`` is then exactly the
 model's ``last_hidden_state``.
 
 The position table, trained for ``config.image_size``, is resampled
-bicubically to the tile's patch grid by ``Dinov2Embeddings`` at every
-forward (as timm, which UNI was trained with, does), so any tile size that
-is a multiple of the patch size works.  Tiles are not resized.
+bicubically to the input's patch grid by the embeddings at every forward (as
+timm, which UNI was trained with, does), so any input that is a whole number
+of patches works.
+
+A tile that is not a whole number of patches is resized first (by the
+featurizer, see :meth:`FoundationViT.input_size`): by default to the largest
+multiple of the patch size not above the tile (252 px for a 256 px tile and
+patch 14, an 18 x 18 grid), or to a size the user sets (224, UNI's training
+size: 16 x 16); never to ``config.image_size`` (518 for the DINOv2
+checkpoints).  A tile already a whole number of patches (256 px at patch 16)
+is not resized.  The maps are stored on the grid they come out at; the
+store's identity holds that grid, and with the patch size (in the model's
+config hash) it fixes the input size.
 """
 
 from __future__ import annotations
@@ -98,6 +108,17 @@ class FoundationViT(Backbone):
 
     def blocks(self) -> list[str]:
         return [f"layer{i}" for i in range(self.n_layers)]
+
+    def input_size(self, tile_size: int, requested: int | None = None) -> int:
+        """``requested``, else the largest multiple of the patch size not above ``tile_size`` (the tile's own
+        size when it is one); a whole number of patches either way."""
+        p = self.patch_size
+        size = (tile_size // p) * p if requested is None else int(requested)
+        if size < p or size % p:
+            what = f"input size {requested}" if requested is not None else f"tile size {tile_size}"
+            raise ConfigError(f"{what} gives no whole number of patches of {p} px for model {self.model_id}; "
+                              f"choose an input size that is a multiple of {p} (e.g. {max(p, (224 // p) * p)})")
+        return size
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """Patch rows and columns of a tile; the tile must be a whole number of patches."""
