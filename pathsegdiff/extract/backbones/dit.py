@@ -13,9 +13,25 @@ encoder (0.01 s for 64 px).  Its weights are NOT trained: they are
 drawn from a fixed seed with our own generator, so they, and
 ``weights_sha256``, do not change with the torch or diffusers version.
 
-A model folder holds ``transformer/`` (PixArtTransformer2DModel), ``vae/``
-(AutoencoderKL) and ``scheduler/``, as ``save_pretrained`` writes them; it
-is read with ``local_files_only``: nothing is fetched.
+A model folder holds ``transformer/``, ``vae/`` (AutoencoderKL) and
+``scheduler/``, as ``save_pretrained`` writes them; it is read with
+``local_files_only``: nothing is fetched.  ``transformer/config.json``
+says which transformer (:func:`transformer_kind`):
+
+- ``PixArtTransformer2DModel`` (or the older ``Transformer2DModel`` with
+  ``norm_type: ada_norm_single``): PixArt-alpha/Sigma, the caption token;
+- ``PixCellTransformer2DModel`` with ``caption_num_tokens: 1`` (PixCell-256):
+  PixArt's forward exactly, for one UNI-2h token, so it loads as PixArt; its
+  learnt unconditional embedding is not used (``--conditioning null`` feeds
+  zeros), so condition it with ``--conditioning precomputed:`` on the tiles'
+  UNI-2h embeddings.  PixCell-1024 (16 tokens with a position embedding of
+  their own) is refused;
+- ``DiTTransformer2DModel`` (or ``Transformer2DModel`` with ``norm_type:
+  ada_norm_zero``): a class-conditional DiT, run under its null class;
+- anything else is refused in one line naming these.
+
+Every tensor of the model must be in the folder's weights (diffusers would
+fill a missing one with random values and only warn).
 """
 
 from __future__ import annotations
@@ -23,13 +39,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, PixArtTransformer2DModel
+from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, PixArtTransformer2DModel
 from diffusers.utils import is_accelerate_available
 from torch import nn
 
 from pathsegdiff.errors import ModelLoadError
 from pathsegdiff.extract.backbones.base import Family, config_sha256, state_dict_sha256
-from pathsegdiff.extract.backbones.dit_backbone import DiT
+from pathsegdiff.extract.backbones.dit_backbone import ClassConditionalDiT, DiT
 from pathsegdiff.extract.backbones.model_files import read_model_json
 from pathsegdiff.extract.backbones.seeding import seed_module
 
@@ -94,14 +110,54 @@ def build_tiny_dit() -> DiT:
 
 
 
-def _load(cls, folder: Path, config_name: str = "config.json"):
+SUPPORTED = ("PixArtTransformer2DModel (PixArt-alpha/Sigma), PixCellTransformer2DModel with one token (PixCell-256) "
+             "or DiTTransformer2DModel (class-conditional, e.g. facebook/DiT-XL-2-256)")
+PIXCELL_UNUSED = {"caption_projection.uncond_embedding"}  # PixCell's learnt null condition, for guidance
+PIXCELL_NOTE = ("PixCell-256 loaded as PixArt (the same forward for one token); its learnt unconditional "
+                "embedding is not used: --conditioning null feeds zeros, --conditioning precomputed: the tiles' "
+                "UNI-2h embeddings is what it was trained on")
+CLASS_NOTE = "class-conditional DiT: features under its null class (its unconditional label)"
+
+
+def transformer_kind(config: dict, path: Path) -> str:
+    """``pixart``, ``pixcell`` or ``class`` from ``transformer/config.json``; anything else refused in one line."""
+    name, norm = config.get("_class_name"), config.get("norm_type")
+    if name == "PixCellTransformer2DModel":
+        tokens = config.get("caption_num_tokens", 1)
+        if tokens != 1:
+            raise ModelLoadError(f"{path}: PixCell with {tokens} UNI-2h tokens per image (PixCell-1024) is not "
+                                 "supported: its condition tokens carry a position embedding of their own; "
+                                 "PixCell-256 (one token) is")
+        return "pixcell"
+    if name in ("PixArtTransformer2DModel", "DiTTransformer2DModel", "Transformer2DModel"):
+        default = "ada_norm_zero" if name == "DiTTransformer2DModel" else "ada_norm_single"
+        kind = {"ada_norm_single": "pixart", "ada_norm_zero": "class"}.get(norm or default)
+        if kind == "pixart" and config.get("caption_channels") is None:
+            raise ModelLoadError(f"{path}: caption_channels is null, so the transformer has no caption projection; "
+                                 "a DiT here is conditioned on a per-tile embedding, as PixCell is on UNI")
+        if kind:
+            return kind
+    raise ModelLoadError(f"{path}: transformer {name!r} with norm_type {norm!r} is not a supported DiT; "
+                         f"supported: {SUPPORTED}")
+
+
+def _load(cls, folder: Path, config_name: str = "config.json", unused: set[str] = frozenset()):
+    """``cls`` from ``folder``; every tensor of the model must be in its weights (``unused`` extra ones allowed)."""
     try:
         if cls is DDPMScheduler:
             return cls.from_pretrained(str(folder), local_files_only=True)
         # diffusers' default, minus its warning on every load when accelerate is not installed
-        return cls.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=is_accelerate_available())
+        model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True,
+                                          low_cpu_mem_usage=is_accelerate_available())
     except Exception as exc:  # diffusers raises OSError/ValueError/EnvironmentError variants
         raise ModelLoadError(f"{folder / config_name}: cannot load {cls.__name__} ({exc})") from exc
+    missing = sorted(info.get("missing_keys") or ())
+    extra = sorted(set(info.get("unexpected_keys") or ()) - set(unused))
+    if missing or extra:
+        what = f"{len(missing)} tensor(s) of the model missing (e.g. {missing[:3]})" if missing else \
+            f"{len(extra)} tensor(s) the model does not have (e.g. {extra[:3]})"
+        raise ModelLoadError(f"{folder}: {what}; the weights do not match {config_name}")
+    return model
 
 
 def _own_memory(module: nn.Module) -> nn.Module:
@@ -118,22 +174,26 @@ def _own_memory(module: nn.Module) -> nn.Module:
 
 
 def load_dit_folder(root: Path) -> DiT:
-    """A diffusers folder with transformer/ (PixArtTransformer2DModel), vae/ (AutoencoderKL) and scheduler/."""
-    configs = {"transformer": read_model_json(root / "transformer" / "config.json", LAYOUT),
-               "vae": read_model_json(root / "vae" / "config.json", LAYOUT),
+    """A diffusers folder with transformer/ (see :func:`transformer_kind`), vae/ (AutoencoderKL) and scheduler/."""
+    transformer_config = read_model_json(root / "transformer" / "config.json", LAYOUT)
+    kind = transformer_kind(transformer_config, root / "transformer" / "config.json")
+    vae_layout = LAYOUT + " (PixCell uses Stable Diffusion 3's VAE: copy its vae/ in)" if kind == "pixcell" else LAYOUT
+    configs = {"transformer": transformer_config, "vae": read_model_json(root / "vae" / "config.json", vae_layout),
                "scheduler": read_model_json(root / "scheduler" / "scheduler_config.json", LAYOUT)}
-    transformer = _own_memory(_load(PixArtTransformer2DModel, root / "transformer"))
+    cls = DiTTransformer2DModel if kind == "class" else PixArtTransformer2DModel
+    transformer = _own_memory(_load(cls, root / "transformer", unused=PIXCELL_UNUSED if kind == "pixcell" else set()))
     vae = _own_memory(_load(AutoencoderKL, root / "vae"))
     # DDPMScheduler computes the training betas from any scheduler's config (PixArt ships DPM-Solver's)
     scheduler = _load(DDPMScheduler, root / "scheduler", "scheduler_config.json")
-    return DiT(
+    notes = (MEAN_NOTE, CLASS_NOTE) if kind == "class" else (MEAN_NOTE, NULL_NOTE)
+    return (ClassConditionalDiT if kind == "class" else DiT)(
         model_id=f"dit:{root.name}",
         weights_sha256=state_dict_sha256(transformer, vae),
         config_sha256=config_sha256(configs),
         transformer=transformer,
         vae=vae,
         alphas_cumprod=scheduler.alphas_cumprod.clone(),
-        notes=(MEAN_NOTE, NULL_NOTE),
+        notes=notes + ((PIXCELL_NOTE,) if kind == "pixcell" else ()),
     )
 
 
@@ -142,6 +202,6 @@ FAMILY = Family(
     builtin={"tiny-dit": build_tiny_dit},
     recognises=lambda path: (path / "transformer" / "config.json").is_file(),
     load=load_dit_folder,
-    layout="transformer/ (PixArtTransformer2DModel), vae/ (AutoencoderKL), scheduler/ (a diffusers DiT folder, "
-           "e.g. PixCell)",
+    layout="transformer/ (PixArt, PixCell-256 or class-conditional DiT), vae/ (AutoencoderKL), scheduler/ "
+           "(a diffusers DiT folder)",
 )

@@ -18,6 +18,14 @@ attention.  The null condition is a zero embedding.
 for step (patch embedding, adaLN-single timestep embedding, caption
 projection, blocks; no attention masks, as for one caption token) and
 returns after the last requested block, so the rest is never computed.
+
+:class:`ClassConditionalDiT` is the class-conditional DiT (diffusers'
+``DiTTransformer2DModel``, ``norm_type: ada_norm_zero``, as
+facebook/DiT-XL-2-256): the same blocks, conditioned on a class label
+through each block's adaLN-zero instead of a caption token.  It is run under
+its null class, the label index ``num_embeds_ada_norm`` that DiT learnt for
+dropped labels (10 % of training, for classifier-free guidance), so its
+features are its unconditional ones, and an SSL embedding is refused.
 """
 
 from __future__ import annotations
@@ -42,9 +50,7 @@ class DiT(Backbone):
 
     def __init__(self, *, model_id: str, weights_sha256: str, config_sha256: str, transformer: nn.Module,
                  vae: nn.Module, alphas_cumprod: torch.Tensor, untrained: bool = False, notes: tuple[str, ...] = ()):
-        if transformer.caption_projection is None:
-            raise ModelLoadError(f"{model_id}: the transformer has no caption projection (caption_channels is "
-                                 "null); a DiT here is conditioned on a per-tile embedding, as PixCell is on UNI")
+        self.check_conditioning(model_id, transformer)
         if transformer.config.in_channels != vae.config.latent_channels:
             raise ModelLoadError(f"{model_id}: transformer in_channels {transformer.config.in_channels} != "
                                  f"VAE latent_channels {vae.config.latent_channels}")
@@ -56,7 +62,7 @@ class DiT(Backbone):
         self.alphas_cumprod = alphas_cumprod
         self.untrained = untrained
         self.notes = notes
-        self.ssl_dim = int(transformer.config.caption_channels)
+        self.ssl_dim = self.embedding_width(transformer)
         self.latent_channels = int(vae.config.latent_channels)
         self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
         self.patch_size = int(transformer.config.patch_size)
@@ -67,6 +73,14 @@ class DiT(Backbone):
         # patch embedding, late ones specialise in predicting the noise.
         n = len(transformer.transformer_blocks)
         self.default_blocks = tuple(dict.fromkeys(f"block{i}" for i in (n // 2, (3 * n) // 4)))
+
+    def check_conditioning(self, model_id: str, transformer: nn.Module) -> None:
+        if getattr(transformer, "caption_projection", None) is None:
+            raise ModelLoadError(f"{model_id}: the transformer has no caption projection (caption_channels is "
+                                 "null); a DiT here is conditioned on a per-tile embedding, as PixCell is on UNI")
+
+    def embedding_width(self, transformer: nn.Module) -> int:
+        return int(transformer.config.caption_channels)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"transformer": self.transformer, "vae": self.vae}
@@ -136,3 +150,46 @@ class DiT(Backbone):
         return {**super().describe(), "patch_size": self.patch_size, "layers": len(self.blocks()),
                 "width": int(self.transformer.inner_dim), "scaling_factor": self.scaling_factor,
                 "shift_factor": self.shift_factor}
+
+
+class ClassConditionalDiT(DiT):
+    """A class-conditional DiT (``DiTTransformer2DModel``), run under its null class: its unconditional features."""
+
+    def check_conditioning(self, model_id: str, transformer: nn.Module) -> None:
+        table = transformer.transformer_blocks[0].norm1.emb.class_embedder.embedding_table
+        self.null_class = int(transformer.config.num_embeds_ada_norm)
+        if table.num_embeddings != self.null_class + 1:
+            raise ModelLoadError(f"{model_id}: the class embedding has {table.num_embeddings} rows for "
+                                 f"{self.null_class} classes: no null-class row to run it unconditionally")
+
+    def embedding_width(self, transformer: nn.Module) -> int:
+        return 0  # conditioned on a class label, not on an SSL embedding
+
+    @torch.no_grad()
+    def context(self, ssl: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """(B,) the null class label, whatever the (B, 0) embedding of the null conditioner."""
+        return torch.full((batch,), self.null_class, dtype=torch.long, device=self.device)
+
+    @torch.no_grad()
+    def forward_blocks(self, x: torch.Tensor, timestep: int, context: torch.Tensor | None,
+                       blocks: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``DiTTransformer2DModel.forward`` up to the last requested block: patch embedding, then blocks with
+        the timestep and class label (each block's adaLN-zero embeds both)."""
+        self.check_blocks(blocks)
+        tr = self.transformer
+        last = self.blocks().index(self.last_block(blocks))
+        batch, p = x.shape[0], self.patch_size
+        h, w = x.shape[-2] // p, x.shape[-1] // p
+        labels = self.context(None, batch) if context is None else context
+        hidden = tr.pos_embed(x)  # (B, h*w, C)
+        t = torch.full((batch,), timestep, device=x.device, dtype=torch.long)
+        out: dict[str, torch.Tensor] = {}
+        for i, block in enumerate(tr.transformer_blocks[: last + 1]):
+            hidden = block(hidden, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                           timestep=t, cross_attention_kwargs=None, class_labels=labels)
+            if f"block{i}" in blocks:
+                out[f"block{i}"] = hidden.transpose(1, 2).reshape(batch, -1, h, w)
+        return {name: out[name] for name in blocks}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "class_label": self.null_class, "class_label_is": "null (unconditional)"}
