@@ -152,6 +152,18 @@ def _other_level_note(path: Path, shapes: list[Shape], level_sizes) -> list[str]
             f"exported in level {k}'s coordinates, the labels land in the wrong place (QuPath exports level 0's)"]
 
 
+def dropped_note(slide_name: str, path: Path, unknown: dict[str, int], no_area: int) -> list[str]:
+    """One line naming what of a slide's GeoJSON gives no labels: the classes --unknown-classes ignore dropped
+    (their pixels are the ignore index) and the point or line objects skipped for having no area."""
+    parts = []
+    if unknown:
+        classes = ", ".join(f"{name!r} ({n} polygon{'s' * (n > 1)})" for name, n in sorted(unknown.items()))
+        parts.append(f"classes not in the class map ignored: {classes}")
+    if no_area:
+        parts.append(f"{no_area} point or line object{'s' * (no_area > 1)} without an area skipped")
+    return [f"{slide_name}: {path.name}: {'; '.join(parts)}"] if parts else []
+
+
 class PolygonLabels:
     """Labels of one slide from its GeoJSON: checked against the slide's size and the class map."""
 
@@ -181,6 +193,7 @@ class PolygonLabels:
             raise InputError(f"{self.path}: {what} not in the class map ({', '.join(class_map.names)}); add the "
                              "class to classes.txt or --classes, or pass --unknown-classes ignore")
         self.unknown = unknown
+        self.notes += dropped_note(slide_name, self.path, unknown, self.no_area)
         ordered = sorted(shapes, key=lambda s: (s.detection, s.index))  # annotations first, then detections
         self.shapes = [(s.geometry, IGNORE if class_map.id_of(s.class_name) is None else class_map.id_of(s.class_name))
                        for s in ordered]

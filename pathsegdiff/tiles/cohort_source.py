@@ -79,7 +79,8 @@ class CohortSource(TileSource):
                 "slides": [{"slide": str(s.path), "patient": s.patient, "split": e.split, "tiles": len(s.records),
                             "annotations": str(e.annotations) if e.annotations else None,
                             "tissue_fraction": round(s.tissue_fraction, 4), "tile_mpp": s.tile_mpp,
-                            "level": s.level} for s, e in zip(self.slides, self.entries)],
+                            "level": s.level, **(s.labeller.describe() if s.labeller else {})}
+                           for s, e in zip(self.slides, self.entries)],
                 "skipped_slides": self.skipped, "unannotated_slides_left_out": self.unannotated, "stride": self.slides[0].stride,
                 "min_tissue": self.slides[0].min_tissue}
 
