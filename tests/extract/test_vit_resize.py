@@ -21,7 +21,7 @@ from pathsegdiff.extract.featurize import FeatureConfig, Featurizer
 from pathsegdiff.extract.run.config import ExtractConfig
 from pathsegdiff.extract.run.describe import build_schema, load_featurizer
 from pathsegdiff.store import open_store
-from pathsegdiff.store.identity import identity_hash
+from pathsegdiff.store.schema import identity_hash
 
 DATA = Path(__file__).parents[1] / "data"
 runner = CliRunner()
