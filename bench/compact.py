@@ -134,7 +134,7 @@ def demo_float16_store(work: Path, stride: int, echo) -> Path:
 
 def demo_row(work: Path, float16: Path, preset: str) -> dict:
     from pathsegdiff.store import open_store
-    from pathsegdiff.store.compact import compact_store
+    from pathsegdiff.store.commands.compact import compact_store
     from pathsegdiff.store.encodings import relative_error
 
     src = open_store(float16)

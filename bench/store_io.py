@@ -55,7 +55,7 @@ from pathsegdiff.store.batch_check import finite_rows
 from pathsegdiff.store.encoded import StoreEncoding
 from pathsegdiff.store.encodings import bases_sha256, fit_bases, parse_preset
 from pathsegdiff.store.reader import FeatureStore
-from pathsegdiff.store.schema import CODECS, feature_path
+from pathsegdiff.store.schema import CODECS
 
 REFERENCE = (BlockSpec("up1", 576, 32, 32), BlockSpec("up2", 384, 64, 64))
 TIMESTEPS = (50, 150)
@@ -150,8 +150,9 @@ def compact_bases(blocks, feats: dict, preset: str) -> tuple[FeatureSpec, dict]:
 
 def encoded_arrays(spec: FeatureSpec, bases: dict, feats: dict) -> dict[str, dict[str, np.ndarray]]:
     """What a store of ``spec`` holds for ``feats``, as {array path: {"": (n, ...) array}} for bench_npy."""
-    flat = {feature_path(t, b): x.astype(np.float32) for t, d in feats.items() for b, x in d.items()}
-    return {name.replace("/", "_"): {"": x} for name, x in StoreEncoding(spec, bases).encode(flat).items()}
+    enc = StoreEncoding(spec, bases)
+    flat = enc.feature_arrays({t: {b: x.astype(np.float32) for b, x in d.items()} for t, d in feats.items()})
+    return {name.replace("/", "_"): {"": x} for name, x in enc.encode(flat).items()}
 
 
 def bench_store(root: Path, blocks, feats: dict, n: int, reads: np.ndarray, direct: bool, slashes: bool,
@@ -174,8 +175,7 @@ def _bench_store(path: Path, schema, bases: dict, feats: dict, n: int, reads: np
         w = create_store(path, schema, [TileRecord(f"t{i}") for i in range(n)], bases=bases or None)
         # A compact store is handed the arrays encoded where the features were made (on a GPU:
         # extract/device_encoding.py), so both sides write the same bytes; the host's own encoder is timed apart.
-        encoded = None if w.encoding.is_default else w.encoding.encode(
-            {feature_path(t, b): x for t, d in feats.items() for b, x in d.items()})
+        encoded = None if w.encoding.is_default else w.encoding.encode(w.encoding.feature_arrays(feats))
 
         def write():
             for a in range(0, n, BATCH):
@@ -193,7 +193,7 @@ def _bench_store(path: Path, schema, bases: dict, feats: dict, n: int, reads: np
 
         def read():  # the stored arrays of a tile (a compact store's codes, before decoding), as np.load's side
             for i in reads:
-                tile = fs._read_many(stored, int(i))  # noqa: F841 (held until the next, as np.load's side)
+                tile = fs.read_arrays(stored, int(i))  # noqa: F841 (held until the next, as np.load's side)
 
         def read_decoded():
             for i in reads:
@@ -201,7 +201,7 @@ def _bench_store(path: Path, schema, bases: dict, feats: dict, n: int, reads: np
 
         out["read"] = timed(read)
         if encoded is not None:
-            flat = {feature_path(t, b): x for t, d in feats.items() for b, x in d.items()}
+            flat = w.encoding.feature_arrays(feats)
             out["host_encode"] = timed(lambda: [w.encoding.encode({k: x[a : a + BATCH] for k, x in flat.items()})
                                                 for a in range(0, n, BATCH)])
         out["read_decoded"] = timed(read_decoded) if schema.features.encoding != "float16" else out["read"]

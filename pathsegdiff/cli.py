@@ -63,7 +63,7 @@ def guarded(fn):
         except PathsegdiffError as e:
             fail(e)
         except Exception as e:  # a remote store's client (botocore, aiohttp) raises its own errors, not OSError
-            from pathsegdiff.store.location import is_remote_client_error, redact
+            from pathsegdiff.store.backend.location import is_remote_client_error, redact
 
             if not is_remote_client_error(e):
                 raise
@@ -96,13 +96,14 @@ StoreArg = Annotated[str, typer.Argument(help="Store: a directory, a .zip made b
 def store_info_cmd(
     store: StoreArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    disk: Annotated[bool, typer.Option("--disk", help="Measure the bytes on disk (lists every object: slow for a big or remote store); without it they are estimated.")] = False,
 ) -> None:
     """Schema version, tile counts, blocks, timesteps, identity, provenance and size of a store."""
     import json
 
-    from pathsegdiff.store.info import format_info, store_info
+    from pathsegdiff.store.commands.info import format_info, store_info
 
-    info = store_info(store)
+    info = store_info(store, disk=disk)
     typer.echo(json.dumps(info, indent=2, default=str) if as_json else format_info(info))
 
 
@@ -118,12 +119,12 @@ def store_verify_cmd(
 
     from tqdm import tqdm
 
-    from pathsegdiff.store.verify import verify_store
+    from pathsegdiff.store.commands.verify import verify_store
 
     with tqdm(desc="verify", unit="tile-array", disable=as_json, leave=False) as bar:
         report = verify_store(store, progress=bar.update)
     if manifest:
-        from pathsegdiff.store.copy import check_manifest
+        from pathsegdiff.store.commands.copy import check_manifest
 
         report.store_problems.extend(check_manifest(store))
     if as_json:
@@ -148,7 +149,7 @@ def store_pack_cmd(
     """Pack a store into one .zip that pathsegdiff and zarr open without unpacking."""
     from tqdm import tqdm
 
-    from pathsegdiff.store.pack import pack_store
+    from pathsegdiff.store.commands.pack import pack_store
 
     with tqdm(desc="pack", unit="B", unit_scale=True, leave=False) as bar:
         path = pack_store(store, out, overwrite=overwrite, progress=bar.update)
@@ -165,7 +166,7 @@ def store_copy_cmd(
     """Copy a store byte for byte (dir, zip, s3), write MANIFEST.sha256, and verify the copy."""
     from tqdm import tqdm
 
-    from pathsegdiff.store.copy import copy_store
+    from pathsegdiff.store.commands.copy import copy_store
 
     with tqdm(desc="copy", unit="B", unit_scale=True, leave=False) as bar:
         n = copy_store(src, dst, overwrite=overwrite, progress=bar.update)
@@ -180,24 +181,9 @@ def store_ls_cmd(
     limit: Annotated[int, typer.Option(help="Print at most this many rows (0: all).")] = 50,
 ) -> None:
     """List the tile table: index, tile id, slide, x, y, split, status."""
-    from pathsegdiff.errors import ConfigError
-    from pathsegdiff.store import open_store
-    from pathsegdiff.store.schema import STATUS_NAMES
+    from pathsegdiff.store.commands.ls import format_rows, list_tiles
 
-    if status is not None and status not in STATUS_NAMES.values():
-        raise ConfigError(f"--status {status!r}: choose one of {', '.join(STATUS_NAMES.values())}")
-    table = open_store(store).table()
-    n = 0
-    typer.echo("index\ttile_id\tslide_id\tx\ty\tsplit\tstatus")
-    for i in range(len(table["tile_id"])):
-        st = STATUS_NAMES.get(int(table["status"][i]), "?")
-        if status and st != status:
-            continue
-        typer.echo(f"{i}\t{table['tile_id'][i]}\t{table['slide_id'][i]}\t{table['x'][i]}\t{table['y'][i]}"
-                   f"\t{table['split'][i]}\t{st}")
-        n += 1
-        if limit and n >= limit:
-            break
+    typer.echo(format_rows(list_tiles(store, status, limit)))
 
 
 @store_app.command("compact")
@@ -211,7 +197,7 @@ def store_compact_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Write a compact copy of a finished, sound float16 store (labels, RGB and the tile table carried over)."""
-    from pathsegdiff.store.compact import compact_store
+    from pathsegdiff.store.commands.compact import compact_store
     from pathsegdiff.store.encodings import Calibration
 
     summary = compact_store(src, out, compact, Calibration(tiles=calibration_tiles), overwrite=overwrite,

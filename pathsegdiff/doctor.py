@@ -49,7 +49,7 @@ def self_test(workdir: Path) -> str:
 
     from pathsegdiff.extract.featurize import Featurizer
     from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, TileBatch, TileRecord, create_store, open_store
-    from pathsegdiff.store.verify import verify_store
+    from pathsegdiff.store.commands.verify import verify_store
 
     t0 = time.perf_counter()
     featurizer = Featurizer.load("tiny")

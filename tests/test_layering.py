@@ -105,3 +105,42 @@ def test_modules_are_small():
     long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert set(long) <= set(LONGER), {k: v for k, v in long.items() if k not in LONGER}
+
+
+# Inside store/, by role (docs/architecture.md): the contract (schema, identity, encodings/) at the ground, the
+# backend (where a store lives and how its bytes move: location, root, lock, chunk_io, codecs, zarr_compat, ...)
+# above it, the core (create, writer, reader, views, grow, ...) above that, and one module per `store` command
+# (commands/: info, ls, verify, copy, pack, compact) at the top.  A layer imports only the layers below it.
+STORE_LAYERS = ["commands", "core", "backend", "contract"]
+CONTRACT = ("pathsegdiff.store.schema", "pathsegdiff.store.identity", "pathsegdiff.store.encodings")
+
+
+def _store_layer(module: str) -> str:
+    if module.startswith(CONTRACT):
+        return "contract"
+    part = module.split(".")[2]
+    return part if part in ("commands", "backend") else "core"
+
+
+def test_store_sublayers_run_downward():
+    wrong = []
+    for module, targets in import_graph().items():
+        if not module.startswith("pathsegdiff.store."):
+            continue
+        for target in targets:  # pathsegdiff.store itself only re-exports; a module importing it names a submodule
+            if target.startswith("pathsegdiff.store.") and \
+                    STORE_LAYERS.index(_store_layer(target)) < STORE_LAYERS.index(_store_layer(module)):
+                wrong.append(f"{module} ({_store_layer(module)}) imports {target} ({_store_layer(target)})")
+    assert not wrong, wrong
+
+
+def test_the_store_knows_nothing_of_its_users():
+    wrong = [f"{m} imports {t}" for m, ts in import_graph().items() if m.startswith("pathsegdiff.store")
+             for t in ts if _part(t) in ("extract", "train_head", "predict", "tiles", "cli", "demo", "doctor")]
+    assert not wrong, wrong
+
+
+def test_store_sublayers_are_where_the_test_expects():
+    """The sub-packages exist (a move that renames them must update STORE_LAYERS)."""
+    for package in ("commands", "backend", "encodings"):
+        assert (PACKAGE / "store" / package / "__init__.py").is_file(), package

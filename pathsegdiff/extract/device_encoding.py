@@ -23,7 +23,6 @@ from collections.abc import Mapping
 
 import torch
 
-from pathsegdiff.store import schema as S
 from pathsegdiff.store.encoded import StoreEncoding
 from pathsegdiff.store.encodings.int8 import STEPS, ZERO_CODE
 
@@ -48,11 +47,11 @@ class DeviceEncoder:
                 if (int(t), b) in self.bases:
                     components, mean = self.bases[(int(t), b)]
                     values = torch.einsum("kc,bchw->bkhw", components, values - mean[None, :, None, None])
+                names = self.encoding.stored_arrays(t, b)  # the store's arrays for this block: values[, scale/offset]
                 if int8:
-                    codes, quant = quantise(values)
-                    out[S.feature_path(t, b)], out[S.scale_offset_path(t, b)] = codes, quant
+                    out[names[0]], out[names[1]] = quantise(values)
                 else:
-                    out[S.feature_path(t, b)] = values.half()
+                    out[names[0]] = values.half()
         return out
 
 

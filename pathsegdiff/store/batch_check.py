@@ -15,8 +15,9 @@ import numpy as np
 from pathsegdiff.errors import SchemaError
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.encodings import parse_preset
-from pathsegdiff.store.location import Location
+from pathsegdiff.store.backend.location import Location
 
+CAST = ("instances", "ssl", "latent")  # given in another dtype, cast; labels and rgb must come as uint8
 _EXPONENT = {np.dtype("float16"): (np.uint16, 0x7FFF, 0x7C00), np.dtype("float32"): (np.uint32, 0x7FFFFFFF, 0x7F800000)}
 
 
@@ -50,7 +51,7 @@ def check_batch(loc: Location, sch: S.StoreSchema, ids: np.ndarray, batch: S.Til
     made on the GPU), given instead of ``batch.features``.
     """
     spec, n = sch.features, len(ids)
-    s = sch.tile_size
+    arrays = S.data_arrays(sch)
     out: dict[str, np.ndarray] = {}
 
     def need(name: str, value: Any, shape: tuple, dtype: str, cast: bool = False) -> None:
@@ -70,55 +71,40 @@ def check_batch(loc: Location, sch: S.StoreSchema, ids: np.ndarray, batch: S.Til
             f"{loc}: batch has timesteps {sorted(batch.features)}, store declares {list(spec.timesteps)}"
         )
     for t in spec.timesteps if encoded is None else ():
-        got = batch.features[t]
-        if set(got) != {b.name for b in spec.blocks}:
+        if set(batch.features[t]) != {b.name for b in spec.blocks}:
             raise SchemaError(
-                f"{loc}: batch at t={t} has blocks {sorted(got)}, "
+                f"{loc}: batch at t={t} has blocks {sorted(batch.features[t])}, "
                 f"store declares {[b.name for b in spec.blocks]}"
             )
-        for b in spec.blocks:
-            name = S.feature_path(t, b.name)
-            given = np.asarray(got[b.name])
-            need(name, given, (n, *b.shape), spec.dtype, cast=True)
-            if finite is not None and given.dtype == out[name].dtype:  # a cast here may overflow: then look
-                bad = ~np.asarray(finite[t][b.name], bool).reshape(n)
-            else:
-                bad = ~finite_rows(out[name])
-            if bad.any():
-                raise SchemaError(f"{loc}: non-finite features in {name} for tiles {list(ids[bad][:10])}")
-    if sch.has_labels:
-        need(S.LABELS, batch.labels, (n, s, s), "uint8")
-        lab = out[S.LABELS]
-        bad = (lab >= len(sch.class_names)) & (lab != sch.ignore_index)
+    # Features come as computed, (B, C, h, w) in the storage dtype, whatever the store's encoding makes of them.
+    for arr in (a for a in arrays if a.kind == "features" and encoded is None):
+        given = np.asarray(batch.features[arr.timestep][arr.block])
+        need(arr.name, given, (n, *spec.block(arr.block).shape), spec.dtype, cast=True)
+        if finite is not None and given.dtype == out[arr.name].dtype:  # a cast here may overflow: then look
+            bad = ~np.asarray(finite[arr.timestep][arr.block], bool).reshape(n)
+        else:
+            bad = ~finite_rows(out[arr.name])
         if bad.any():
-            rows = np.flatnonzero(bad.reshape(n, -1).any(axis=1))
-            raise SchemaError(
-                f"{loc}: labels outside classes 0..{len(sch.class_names) - 1} "
-                f"(ignore {sch.ignore_index}) in tiles {list(ids[rows][:10])}"
-            )
-    if sch.store_instances:
-        need(S.INSTANCES, batch.instances, (n, s, s), "int32", cast=True)
-    if sch.store_rgb:
-        need(S.RGB, batch.rgb, (n, 3, s, s), "uint8")
-    if sch.ssl_dim:
-        need(S.SSL, batch.ssl, (n, sch.ssl_dim), "float32", cast=True)
-    if sch.latent_shape:
-        need(S.LATENT, batch.latent, (n, *sch.latent_shape), "float32", cast=True)
+            raise SchemaError(f"{loc}: non-finite features in {arr.name} for tiles {list(ids[bad][:10])}")
+    for arr in (a for a in arrays if a.kind in S.EXTRA_KINDS):  # labels, instances, rgb, ssl, latent
+        need(arr.name, getattr(batch, arr.kind), (n, *arr.shape), arr.dtype, cast=arr.kind in CAST)
+        if arr.kind == S.LABELS:
+            lab = out[arr.name]
+            bad = (lab >= len(sch.class_names)) & (lab != sch.ignore_index)
+            if bad.any():
+                rows = np.flatnonzero(bad.reshape(n, -1).any(axis=1))
+                raise SchemaError(
+                    f"{loc}: labels outside classes 0..{len(sch.class_names) - 1} "
+                    f"(ignore {sch.ignore_index}) in tiles {list(ids[rows][:10])}"
+                )
     return out
 
 
 def _check_encoded(loc: Location, sch: S.StoreSchema, ids: np.ndarray, encoded: Mapping[str, Any]) -> dict:
     """Encoded features: exactly the store's feature arrays, each of its shape and dtype, and finite (features
     with inf or NaN give a non-finite scale/offset or float16 coefficient, so this check catches them too)."""
-    spec, n = sch.features, len(ids)
-    enc = parse_preset(spec.encoding)
-    want: dict[str, tuple[tuple, str]] = {}
-    for t in spec.timesteps:
-        for b in spec.blocks:
-            k = enc.stored_channels(b.channels)
-            want[S.feature_path(t, b.name)] = ((n, k, b.height, b.width), enc.value_dtype)
-            if enc.int8:
-                want[S.scale_offset_path(t, b.name)] = ((n, 2, k), "float32")
+    n, enc = len(ids), parse_preset(sch.features.encoding)
+    want = {a.name: ((n, *a.shape), a.dtype) for a in S.data_arrays(sch) if a.kind in ("features", "scale_offset")}
     if enc.is_default or set(encoded) != set(want):
         raise SchemaError(f"{loc}: encoded features hold {sorted(encoded)}; a {enc.name} store takes "
                           f"{sorted(want) if not enc.is_default else 'features, not encoded arrays'}")

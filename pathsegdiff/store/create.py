@@ -14,7 +14,6 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import zarr
 
 from pathsegdiff import __version__
@@ -26,65 +25,24 @@ from pathsegdiff.errors import (
     StoreReadOnlyError,
 )
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.codecs import checked_codecs, feature_codecs
-from pathsegdiff.store.cohort_columns import create_columns, write_columns
-from pathsegdiff.store.encoded import StoreEncoding, create_encoding_arrays
-from pathsegdiff.store.encodings import parse_preset
+from pathsegdiff.store.backend.codecs import create_array
+from pathsegdiff.store.encoded import StoreEncoding, check_bases
 from pathsegdiff.store.grow import begin_append, check_same_layout, finish_append, new_tiles, recover_interrupted_append
-from pathsegdiff.store.location import Location, open_zarr_store, parse_location
-from pathsegdiff.store.lock import StoreLock
+from pathsegdiff.store.backend.location import Location, open_zarr_store, parse_location
+from pathsegdiff.store.backend.lock import StoreLock
 from pathsegdiff.store.reader import FeatureStore, read_root_attrs
-from pathsegdiff.store.write_errors import write_errors
-from pathsegdiff.store.writer import StoreWriter, write_table
+from pathsegdiff.store.tile_table import write_cohort_columns, write_table
+from pathsegdiff.store.backend.write_errors import write_errors
+from pathsegdiff.store.writer import StoreWriter
 
 
 def _create_arrays(group: zarr.Group, sch: S.StoreSchema, n: int, bases: dict) -> None:
-    table = min(S.TABLE_CHUNK, max(n, 1)) if sch.n_tiles is not None else S.TABLE_CHUNK
-    for col, dtype in S.TILE_COLUMNS.items():
-        fill = "" if dtype == "str" else (np.nan if dtype.startswith("float") else 0)
-        group.create_array(
-            f"{S.TILES_GROUP}/{col}", shape=(n,), chunks=(table,), dtype=str if dtype == "str" else dtype,
-            fill_value=fill, dimension_names=("tile",), **checked_codecs(compress=True),
-        )
-    create_columns(group, n, table)
-    group.create_array(S.STATUS, shape=(n,), chunks=(S.TABLE_CHUNK,), dtype="uint8", fill_value=0,
-                       dimension_names=("tile",), **checked_codecs())
-    group.create_array(S.FAIL_REASON, shape=(n,), chunks=(S.TABLE_CHUNK,), dtype=str, fill_value="",
-                       dimension_names=("tile",), **checked_codecs(compress=True))
-    spec, s = sch.features, sch.tile_size
-    shards = sch.shard_tiles if sch.shard_tiles > 1 else None
-
-    def tile_array(name: str, shape: tuple, dtype: str, dims: tuple, codecs: dict) -> None:
-        # Float arrays are filled with NaN: written values are always finite, so a NaN
-        # read back means a chunk is missing, never data.  Chunk keys "c.<tile>.0.0"
-        # (one file per chunk in one directory) rather than "c/<tile>/0/0": the
-        # nested form costs a directory per tile and chunk, which bound writes.
-        fill = float("nan") if dtype.startswith("float") else 0
-        group.create_array(
-            name, shape=(n, *shape), chunks=(1, *shape), dtype=dtype, fill_value=fill,
-            shards=(shards, *shape) if shards else None, dimension_names=("tile", *dims),
-            chunk_key_encoding={"name": "default", "separator": "."}, **codecs,
-        )
-
-    enc = parse_preset(spec.encoding)  # a compact store holds K int8 or float16 channels (store/encodings/)
-    dtype = spec.dtype if enc.is_default else enc.value_dtype
-    for t in spec.timesteps:
-        for b in spec.blocks:
-            tile_array(S.feature_path(t, b.name), (enc.stored_channels(b.channels), b.height, b.width), dtype,
-                       (f"{'k' if enc.uses_pca else 'c'}_{b.name}", f"h_{b.name}", f"w_{b.name}"),
-                       feature_codecs(spec.codec, dtype))
-    create_encoding_arrays(group, spec, n, bases, tile_array)  # int8 scale/offset, PCA bases
-    if sch.has_labels:
-        tile_array(S.LABELS, (s, s), "uint8", ("row", "col"), checked_codecs(compress=True))
-    if sch.store_instances:
-        tile_array(S.INSTANCES, (s, s), "int32", ("row", "col"), checked_codecs(compress=True))
-    if sch.store_rgb:
-        tile_array(S.RGB, (3, s, s), "uint8", ("band", "row", "col"), checked_codecs(compress=True))
-    if sch.ssl_dim:
-        tile_array(S.SSL, (sch.ssl_dim,), "float32", ("ssl_dim",), checked_codecs())
-    if sch.latent_shape:
-        c, h, w = sch.latent_shape
-        tile_array(S.LATENT, (c, h, w), "float32", ("c_latent", "h_latent", "w_latent"), checked_codecs())
+    """Every array of ``schema.store_arrays``; a PCA preset's bases are written now, never after."""
+    check_bases(sch.features, bases)
+    for spec in S.store_arrays(sch):
+        arr = create_array(group, spec, n)
+        if spec.kind == "basis":
+            arr[...] = getattr(bases[(spec.timestep, spec.block)], spec.name.rpartition("/")[2])
 
 
 def create_store(
@@ -144,7 +102,7 @@ def _create_store(where, schema, tiles, provenance, overwrite, bases) -> StoreWr
         group.attrs.put({S.ATTR_KEY: attrs})
         _create_arrays(group, schema, n, bases)
         write_table(group, 0, tiles)
-        write_columns(group, 0, tiles)
+        write_cohort_columns(group, 0, tiles)
         attrs["complete"] = True
         group.attrs.put({S.ATTR_KEY: attrs})
         return StoreWriter(loc, lock)

@@ -23,11 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import zarr
 
 from pathsegdiff.errors import CorruptStoreError, SchemaError
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.codecs import checked_codecs
 from pathsegdiff.store.encodings import Encoding, PCABasis, bases_sha256, decode_block, encode_block, parse_preset
 
 BlockKey = tuple[int, str]
@@ -53,6 +51,11 @@ class StoreEncoding:
         """The arrays one block at one timestep is stored in: its values, then its scale/offset (int8)."""
         names = [S.feature_path(t, block)]
         return names + [S.scale_offset_path(t, block)] if self.encoding.int8 else names
+
+    def feature_arrays(self, features: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+        """``features[t][block]`` -> {array path: features}: what :meth:`encode` takes (the writer's batch check
+        gives it the same)."""
+        return {S.feature_path(t, b): x for t, blocks in features.items() for b, x in blocks.items()}
 
     def encode(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Checked arrays (feature path -> (B, C, h, w) features) -> the arrays to write, encoded."""
@@ -92,24 +95,24 @@ class EncodedReads:
         enc = self.__dict__.get("_store_encoding")
         if enc is None:
             spec = self.schema.features
-            enc = StoreEncoding(spec, read_bases(lambda name: self._read(name, slice(None)), spec, self.location))
+            enc = StoreEncoding(spec, read_bases(lambda name: self.read_array(name, slice(None)), spec, self.location))
             self.__dict__["_store_encoding"] = enc
         return enc
 
     def read_features(self, idx: Any, timestep: int, block: str) -> np.ndarray:
         """Features (C, h, w) of one block at one timestep for ``idx`` (an int; a slice gives (n, C, h, w)), decoded."""
-        self._check_selection([block], [timestep])
-        return self.decoded({n: self._read(n, idx) for n in self.encoding.stored_arrays(timestep, block)},
+        self.check_selection([block], [timestep])
+        return self.decoded({n: self.read_array(n, idx) for n in self.encoding.stored_arrays(timestep, block)},
                             timestep, block)
 
     def read_coefficients(self, idx: Any, timestep: int, block: str) -> np.ndarray:
         """A PCA store's float32 coefficients (K, h, w), not projected back.  A head whose first layer is a 1x1
         convolution W takes them with W composed with the basis: W @ components.T, plus W @ mean as a bias."""
-        self._check_selection([block], [timestep])
+        self.check_selection([block], [timestep])
         if not self.encoding.encoding.uses_pca:
             raise SchemaError(f"{self.location}: a {self.encoding.encoding.name} store holds no PCA coefficients; "
                               "use read_features")
-        stored = [self._read(n, idx) for n in self.encoding.stored_arrays(timestep, block)]
+        stored = [self.read_array(n, idx) for n in self.encoding.stored_arrays(timestep, block)]
         return self.encoding.decode(timestep, block, stored, coefficients=True)
 
     def decoded(self, got: Mapping[str, np.ndarray], timestep: int, block: str) -> np.ndarray:
@@ -137,30 +140,8 @@ def check_bases(spec: S.FeatureSpec, bases: Mapping[BlockKey, PCABasis]) -> None
                           "set it to encodings.bases_sha256(bases)")
 
 
-def create_encoding_arrays(group: zarr.Group, spec: S.FeatureSpec, n: int, bases: Mapping[BlockKey, PCABasis],
-                           tile_array) -> None:
-    """The scale/offset arrays (one chunk per tile, via ``tile_array``) and the PCA bases (written now)."""
-    enc = parse_preset(spec.encoding)
-    check_bases(spec, bases)
-    for t in spec.timesteps:
-        for b in spec.blocks:
-            k = enc.stored_channels(b.channels)
-            if enc.int8:
-                tile_array(S.scale_offset_path(t, b.name), (2, k), "float32",
-                           ("scale_offset", f"{'k' if enc.uses_pca else 'c'}_{b.name}"), checked_codecs())
-            if enc.uses_pca:
-                basis = bases[(t, b.name)]
-                for part, dims in (("mean", (f"c_{b.name}",)), ("components", (f"k_{b.name}", f"c_{b.name}")),
-                                   ("explained", (f"k_{b.name}",))):
-                    data = getattr(basis, part)
-                    arr = group.create_array(S.pca_path(t, b.name, part), shape=data.shape, chunks=data.shape,
-                                             dtype="float32", fill_value=float("nan"), dimension_names=dims,
-                                             **checked_codecs())
-                    arr[...] = data
-
-
 def read_bases(read: Any, spec: S.FeatureSpec, where: Any = "store") -> dict[BlockKey, PCABasis]:
-    """The PCA bases of a store; ``read(name)`` returns a whole array (the reader's ``_read(name, slice(None))``)."""
+    """The PCA bases of a store; ``read(name)`` returns a whole array (the reader's ``read_array(name, slice(None))``)."""
     if not parse_preset(spec.encoding).uses_pca:
         return {}
     bases = {}

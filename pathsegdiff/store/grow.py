@@ -17,15 +17,17 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import zarr
 
 from pathsegdiff.errors import SchemaError
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.cohort_columns import create_columns, full_table, has_columns, resize_columns, write_columns
-from pathsegdiff.store.location import Location, open_zarr_store
+from pathsegdiff.store.backend.codecs import create_array
+from pathsegdiff.store.backend.location import Location, open_zarr_store
 from pathsegdiff.store.reader import FeatureStore, read_root_attrs
+from pathsegdiff.store.tile_table import write_cohort_columns
 
 JOURNAL = "appending"
 LAYOUT_FIELDS = ("class_names", "ignore_index", "store_instances")  # what the labels mean
@@ -71,7 +73,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def new_tiles(fs: FeatureStore, tiles: Sequence[S.TileRecord]) -> list[S.TileRecord]:
     """The records of ``tiles`` the store lacks; refuses a source that drops, moves or reorders the store's tiles."""
-    table = full_table(fs)
+    table = fs.table()
     have = [str(t) for t in table["tile_id"]]
     source_ids = {r.tile_id for r in tiles}
     gone = [t for t in have if t not in source_ids]
@@ -84,7 +86,7 @@ def new_tiles(fs: FeatureStore, tiles: Sequence[S.TileRecord]) -> list[S.TileRec
     if [r.tile_id for r in tiles[: len(have)]] != have:
         raise SchemaError(f"{fs.location}: this source lists the store's tiles in another order; "
                           "align it first (extract/run/job.align_to_store)")
-    cols = ("slide_id", "x", "y", "mpp", "split") + (("patient",) if has_columns(fs._group()) else ())
+    cols = ("slide_id", "x", "y", "mpp", "split") + (("patient",) if fs.has_array(S.column_path("patient")) else ())
     for i, r in enumerate(tiles[: len(have)]):
         for col in cols:
             if not _same(getattr(r, col), table[col][i]):
@@ -105,12 +107,17 @@ def begin_append(loc: Location, n: int, records: Sequence[S.TileRecord], note: d
     attrs["provenance"] = {**attrs["provenance"], "appended": log}
     group = _group(loc)
     group.attrs.put({S.ATTR_KEY: attrs})
-    if not has_columns(group):  # a store made before the cohort columns gains them, with default rows
-        chunk = group[f"{S.TILES_GROUP}/tile_id"].chunks[0]
-        create_columns(group, n, chunk)
-        write_columns(group, 0, [S.TileRecord("-")] * n)
-    resize_columns(group, n + len(records))
-    write_columns(group, n, records)
+    cohort = [a for a in S.store_arrays(S.StoreSchema.from_dict(attrs["schema"])) if a.kind == "column" and a.optional]
+    if not all(a.name in group for a in cohort):  # a store made before the cohort columns gains them, default rows
+        chunk = group[S.column_path("tile_id")].chunks[0]
+        for spec in cohort:
+            create_array(group, replace(spec, chunk_tiles=chunk), n)
+        write_cohort_columns(group, 0, [S.TileRecord("-")] * n)
+    for spec in cohort:
+        arr = group[spec.name]
+        if arr.shape[0] != n + len(records):
+            arr.resize((n + len(records),))
+    write_cohort_columns(group, n, records)
 
 
 def finish_append(loc: Location) -> None:

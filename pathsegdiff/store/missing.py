@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from zarr.core.sync import sync
 
-from pathsegdiff.errors import CorruptStoreError, StoreNotFoundError
+from pathsegdiff.errors import CorruptStoreError, StoreAccessError, StoreNotFoundError
 from pathsegdiff.store import schema as S
+from pathsegdiff.store.backend.zarr_compat import chunk_key
+from pathsegdiff.store.backend.location import redact
 
 _TILE_ARRAYS = (S.LABELS, S.INSTANCES, S.RGB, S.SSL, S.LATENT)
 
@@ -27,16 +28,21 @@ def is_tile_array(name: str) -> bool:
 
 
 def chunk_exists(fs: Any, name: str, coords: tuple[int, ...]) -> bool:
-    arr = fs._array(name)
-    return bool(sync(fs._group().store.exists(f"{name}/{arr.metadata.encode_chunk_key(coords)}")))
+    return fs.object_exists(chunk_key(fs.array(name), coords))
 
 
 def check_present(fs: Any) -> None:
-    """Raise when the store itself is gone (deleted or moved while it was open)."""
+    """Raise when the store itself is gone (deleted or moved while it was open).
+
+    Only a store that answers "no such object" is gone: a refused or failed request (credentials, network)
+    raises its own error (a remote store's client errors are translated where the store is opened)."""
     try:
-        there = bool(sync(fs._group().store.exists("zarr.json")))
-    except Exception:
+        there = fs.object_exists("zarr.json")
+    except FileNotFoundError:
         there = False
+    except PermissionError as e:
+        raise StoreAccessError(f"{fs.location}: access denied checking the store is there ({redact(e)}); "
+                               "check the credentials for this location") from None
     if not there:
         raise StoreNotFoundError(f"{fs.location}: the store is gone (deleted or moved while it was open)")
 
@@ -56,12 +62,21 @@ def _all_fill(x: np.ndarray, fill: Any) -> bool:
 def check_missing(fs: Any, name: str, sel: Any, data: np.ndarray) -> None:
     """Raise instead of returning fill values read for a written tile, or a tile-table chunk, that has no chunk."""
     if (name == S.STATUS or name.startswith(S.TILES_GROUP + "/")) and name != S.FAIL_REASON:
-        # The writer writes every table and status chunk; whole-column reads are checked chunk by chunk.
-        if not (isinstance(sel, slice) and sel == slice(None)):
+        # The writer writes every table and status chunk: rows read by slice or by sorted indices are checked
+        # chunk by chunk (a single value, read per tile, is left to the whole-column reads).
+        if isinstance(sel, (int, np.integer)):
             return
-        chunk, fill = fs._array(name).chunks[0], fs._array(name).fill_value
-        for c in range(-(-len(data) // chunk)):
-            if _all_fill(data[c * chunk : (c + 1) * chunk], fill) and not chunk_exists(fs, name, (c,)):
+        arr = fs.array(name)
+        chunk, fill, n = arr.chunks[0], arr.fill_value, arr.shape[0]
+        rows = np.arange(n)[sel] if isinstance(sel, slice) else np.asarray(sel, dtype=np.int64).reshape(-1)
+        values = np.asarray(data).reshape(-1)
+        if not len(rows) or len(rows) != len(values) or (len(rows) > 1 and (np.diff(rows) < 0).any()):
+            return
+        which = rows // chunk
+        edges = [0, *(np.flatnonzero(np.diff(which)) + 1), len(rows)]
+        for a, b in zip(edges[:-1], edges[1:]):
+            c = int(which[a])
+            if _all_fill(values[a:b], fill) and not chunk_exists(fs, name, (c,)):
                 check_present(fs)
                 raise CorruptStoreError(
                     f"{fs.location}: {name} chunk {c} is missing (tile table damaged); run 'pathsegdiff store verify'"

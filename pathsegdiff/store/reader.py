@@ -14,22 +14,25 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.core.sync import sync
 
 from pathsegdiff.errors import CorruptStoreError, NotAStoreError, PathsegdiffError, SchemaError
 from pathsegdiff.errors import StoreAccessError, TileNotWrittenError
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.chunk_io import ChunkCodec, read_elements
+from pathsegdiff.store.backend.chunk_io import ChunkCodec, read_elements
+from pathsegdiff.store.backend.listing import present_chunks
+from pathsegdiff.store.backend.zarr_compat import getitem, sync
 from pathsegdiff.store.encoded import EncodedReads
-from pathsegdiff.store.location import Location, parse_location, redact
+from pathsegdiff.store.backend.location import Location, parse_location, redact
 from pathsegdiff.store.missing import check_missing, check_present
-from pathsegdiff.store.root import open_group as _open_group
-from pathsegdiff.store.root import read_root_attrs  # also imported from here by create.py and others
+from pathsegdiff.store.backend.root import open_group as _open_group
+from pathsegdiff.store.backend.root import read_root_attrs  # also imported from here by create.py and others
+from pathsegdiff.store.tile_table import TableReads
 
 
 @dataclass
@@ -46,9 +49,10 @@ class TileData:
     latent: np.ndarray | None = None
 
 
-class FeatureStore(EncodedReads):
+class FeatureStore(TableReads, EncodedReads):
     """A store opened for reading.  Reading is always allowed, even while a writer runs; ``read_features``,
-    ``read_coefficients`` and the ``encoding`` (compact stores decoded) come from ``encoded.py``.
+    ``read_coefficients`` and the ``encoding`` (compact stores decoded) come from ``encoded.py``, the tile
+    table (``table``, ``status``, ``written``, ``record``) from ``tile_table.py``.
 
     ``direct_io = False`` (on the class or one store) sends every chunk
     through zarr's own codec pipeline, reads and writes: what the store did
@@ -69,7 +73,7 @@ class FeatureStore(EncodedReads):
         self._pid = os.getpid()
         self._arrays: dict[str, zarr.Array] = {}
         self._codecs: dict[str, ChunkCodec | None] = {}
-        self._tile_ids: np.ndarray | None = None
+        self._tile_ids: np.ndarray | None = None  # tile_table.py's caches
         self._table: dict[str, np.ndarray] | None = None
 
     # -- pickling: keep the location only, reopen lazily in the new process --
@@ -82,7 +86,7 @@ class FeatureStore(EncodedReads):
         self._codecs = {}
         self._pid = os.getpid()
 
-    def _group(self) -> zarr.Group:
+    def group(self) -> zarr.Group:
         if self._g is None or self._pid != os.getpid():
             # A forked child must not share the parent's open file (a zip's seek
             # position) or connection pool: reopen in every new process.
@@ -92,11 +96,11 @@ class FeatureStore(EncodedReads):
             self._pid = os.getpid()
         return self._g
 
-    def _array(self, name: str) -> zarr.Array:
+    def array(self, name: str) -> zarr.Array:
         if name not in self._arrays or self._pid != os.getpid():
-            self._group()
+            self.group()
             try:
-                arr = self._group()[name]
+                arr = self.group()[name]
                 # zarr skips chunks equal to the fill value by default; a store must hold
                 # every chunk of a written tile, so that a missing one means damage.
                 self._arrays[name] = arr.with_config({"write_empty_chunks": True}) if self._writable else arr
@@ -123,7 +127,7 @@ class FeatureStore(EncodedReads):
 
     @property
     def n_tiles(self) -> int:
-        return int(self._array(S.STATUS).shape[0])
+        return int(self.array(S.STATUS).shape[0])
 
     @property
     def blocks(self) -> tuple[str, ...]:
@@ -133,49 +137,29 @@ class FeatureStore(EncodedReads):
     def timesteps(self) -> tuple[int, ...]:
         return self.schema.features.timesteps
 
-    def status(self) -> np.ndarray:
-        return np.asarray(self._read(S.STATUS, slice(None)), dtype=np.uint8)
+    def has_array(self, name: str) -> bool:
+        """Whether the store holds the array ``name`` (a store made before an optional array lacks it)."""
+        if name in self._arrays and self._pid == os.getpid():
+            return True
+        return name in self.group()
 
-    def written(self) -> np.ndarray:
-        """Indices of tiles whose data is complete (status written)."""
-        return np.flatnonzero(self.status() == S.STATUS_WRITTEN)
+    @property
+    def zarr_store(self) -> Any:
+        """The zarr ``Store`` the group lives in (for byte-level work: copy, manifests, chunk listings)."""
+        return self.group().store
 
-    def tile_ids(self, idx: np.ndarray | None = None) -> np.ndarray:
-        if self._tile_ids is None or len(self._tile_ids) != self.n_tiles:
-            self._tile_ids = np.asarray(self._read(f"{S.TILES_GROUP}/tile_id", slice(None)), dtype=object)
-        return self._tile_ids if idx is None else self._tile_ids[idx]
+    def object_exists(self, key: str) -> bool:
+        """Whether the store holds the object ``key`` (``zarr.json``, a chunk key)."""
+        return bool(sync(self.zarr_store.exists(key)))
 
-    def table(self) -> dict[str, np.ndarray]:
-        """The tile table as columns, plus ``status``."""
-        cols = {
-            c: np.asarray(self._read(f"{S.TILES_GROUP}/{c}", slice(None)), dtype=object if kind == "str" else kind)
-            for c, kind in S.TILE_COLUMNS.items()
-        }
-        cols["status"] = self.status()
-        return cols
-
-    def _table_cache(self) -> dict[str, np.ndarray]:
-        # The tile table only grows (appends), so a cached copy stays valid until n_tiles changes.
-        if self._table is None or len(self._table["tile_id"]) != self.n_tiles:
-            self._table = {k: v for k, v in self.table().items() if k != "status"}
-        return self._table
-
-    def record(self, i: int) -> S.TileRecord:
-        row = {c: v[int(i)] for c, v in self._table_cache().items()}
-        return S.TileRecord(
-            tile_id=str(row["tile_id"]), slide_id=str(row["slide_id"]), x=int(row["x"]), y=int(row["y"]),
-            mpp=float(row["mpp"]), split=str(row["split"]),
-        )
-
-    def fail_reasons(self) -> dict[str, str]:
-        st = self.status()
-        bad = np.flatnonzero(st == S.STATUS_FAILED)
-        reasons = self._read(S.FAIL_REASON, slice(None))
-        ids = self.tile_ids()
-        return {str(ids[i]): str(reasons[i]) for i in bad}
+    def present_chunks(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Array -> bool mask over its chunks along the tile axis: which exist, from one listing of the store."""
+        arrays = {n: self.array(n) for n in names}
+        return present_chunks(self.zarr_store, self.location.local_dir if self.location.kind == "dir" else None,
+                              arrays)
 
     # -- data -----------------------------------------------------------------
-    def _check_selection(self, blocks: Any, timesteps: Any) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    def check_selection(self, blocks: Any, timesteps: Any) -> tuple[tuple[str, ...], tuple[int, ...]]:
         blocks = tuple(blocks) if blocks else self.blocks
         timesteps = tuple(int(t) for t in timesteps) if timesteps else self.timesteps
         for b in blocks:
@@ -193,22 +177,22 @@ class FeatureStore(EncodedReads):
         if self.location.kind != "dir" or not self.direct_io or not 0 <= i < self.n_tiles:
             return None
         try:
-            return read_elements(self.location.local_dir, [(self._array(n), self._codec(n)) for n in names], i)
+            return read_elements(self.location.local_dir, [(self.array(n), self._codec(n)) for n in names], i)
         except PermissionError as e:
             raise StoreAccessError(f"{self.location}: access denied reading {names} ({redact(e)})") from None
 
     def _codec(self, name: str) -> ChunkCodec | None:
         """How to encode/decode ``name``'s chunks off zarr's event loop; None: through zarr."""
         if name not in self._codecs or self._pid != os.getpid():
-            self._codecs[name] = ChunkCodec.for_array(self._array(name)) if self.direct_io else None
+            self._codecs[name] = ChunkCodec.for_array(self.array(name)) if self.direct_io else None
         return self._codecs[name]
 
-    def _read(self, name: str, sel: Any) -> np.ndarray:
+    def read_array(self, name: str, sel: Any) -> np.ndarray:
         if isinstance(sel, (int, np.integer)) and (got := self._read_direct([name], int(sel))) is not None:
             check_missing(self, name, sel, got[0])
             return got[0]
         try:
-            data = np.asarray(self._array(name)[sel])
+            data = np.asarray(self.array(name)[sel])
         except PathsegdiffError:
             raise
         except PermissionError as e:
@@ -231,45 +215,41 @@ class FeatureStore(EncodedReads):
     def _read_extra(self, name: str, stored: bool, what: str, idx: Any) -> np.ndarray:
         if not stored:
             raise SchemaError(f"{self.location}: this store holds no {what}")
-        return self._read(name, idx)
+        return self.read_array(name, idx)
 
     def read_tile(self, i: int, blocks: Any = None, timesteps: Any = None, extras: bool = True) -> TileData:
         """All selected arrays of tile ``i``; raises if the tile is not written."""
         i = int(i)
         if not 0 <= i < self.n_tiles:
             raise SchemaError(f"{self.location}: tile index {i} out of range 0..{self.n_tiles - 1}")
-        st = int(self._read(S.STATUS, i))
+        st = int(self.read_array(S.STATUS, i))
         if st != S.STATUS_WRITTEN:
             check_present(self)
             self.status()  # raises if the status chunk itself is missing
             raise TileNotWrittenError(
                 f"{self.location}: tile {i} ({self.tile_ids()[i]}) is {S.STATUS_NAMES.get(st, st)}, not written"
             )
-        blocks, timesteps = self._check_selection(blocks, timesteps)
-        sch = self.schema
+        blocks, timesteps = self.check_selection(blocks, timesteps)
         names = [n for t in timesteps for b in blocks for n in self.encoding.stored_arrays(t, b)]
-        if extras:
-            names += [n for n, keep in ((S.LABELS, sch.has_labels), (S.INSTANCES, sch.store_instances),
-                                        (S.RGB, sch.store_rgb), (S.SSL, sch.ssl_dim), (S.LATENT, sch.latent_shape))
-                      if keep]
-        got = dict(zip(names, self._read_many(names, i)))
+        beside = {a.kind: a.name for a in S.data_arrays(self.schema) if a.kind in S.EXTRA_KINDS} if extras else {}
+        names += list(beside.values())
+        got = dict(zip(names, self.read_arrays(names, i)))
         feats = {t: {b: self.decoded(got, t, b) for b in blocks} for t in timesteps}
-        return TileData(i, self.record(i), feats, labels=got.get(S.LABELS), instances=got.get(S.INSTANCES),
-                        rgb=got.get(S.RGB), ssl=got.get(S.SSL), latent=got.get(S.LATENT))
+        return TileData(i, self.record(i), feats, **{kind: got[name] for kind, name in beside.items()})
 
-    def _read_many(self, names: list[str], i: int) -> list[np.ndarray]:
+    def read_arrays(self, names: Sequence[str], i: int) -> list[np.ndarray]:
         """One tile of several arrays: straight from the chunk files, else fetched concurrently through zarr."""
         out = self._read_direct(names, i)
         if out is None:
-            arrays = [self._array(n) for n in names]
+            arrays = [self.array(n) for n in names]
 
             async def fetch():
-                return await asyncio.gather(*(a._async_array.getitem(i) for a in arrays))
+                return await asyncio.gather(*(getitem(a, i) for a in arrays))
 
             try:
                 out = [np.asarray(x) for x in sync(fetch())]
             except Exception:
-                out = [self._read(n, i) for n in names]  # one by one, to name the damaged array
+                out = [self.read_array(n, i) for n in names]  # one by one, to name the damaged array
         for name, x in zip(names, out):
             check_missing(self, name, i, x)
         return out

@@ -1,20 +1,31 @@
 """The store contract: layout version, array names, dtypes, attributes, identity.
 
-This module is the only place that names things on disk.  The writer, the
-reader, ``verify`` and the README's format section all take their names from
-here, so a change to the layout is a change to this file (and a version bump).
+This module is the only place that names things on disk.  :func:`store_arrays`
+lists every array of a store (name, per-tile shape, dtype, dimension names,
+codecs, chunking) once; create, the writer and its batch check, the reader,
+``verify``, ``compact``, device-side encoding and the format doc all take
+their arrays from it, so a change to the layout is a change to this file (and
+a version bump).  What changes the feature values (``FeatureSpec`` and the
+identity hash) is in ``identity.py`` and re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from pathsegdiff.errors import ConfigError, SchemaError
-from pathsegdiff.store.encodings.preset import DEFAULT_PRESET, parse_preset
+from pathsegdiff.errors import SchemaError
+from pathsegdiff.store.encodings.preset import parse_preset
+# Re-exported: the contract is read from here (``S.FeatureSpec``, ``S.parse_codec``, ...).
+from pathsegdiff.store.identity import CODECS as CODECS
+from pathsegdiff.store.identity import DEFAULT_CODEC as DEFAULT_CODEC
+from pathsegdiff.store.identity import BlockSpec as BlockSpec
+from pathsegdiff.store.identity import FeatureSpec as FeatureSpec
+from pathsegdiff.store.identity import canonical_json as canonical_json
+from pathsegdiff.store.identity import identity_diff as identity_diff
+from pathsegdiff.store.identity import identity_hash as identity_hash
+from pathsegdiff.store.identity import parse_codec as parse_codec
 
 SCHEMA_VERSION = 1
 ATTR_KEY = "pathsegdiff"  # root attribute holding everything below
@@ -37,6 +48,12 @@ COHORT_COLUMNS = {  # name -> (dtype, value for a store without the column)
     "level": ("int32", 0),  # pyramid level the tile was read from
     "annotated": ("float32", float("nan")),  # fraction of the tile's pixels with a class label; NaN: no annotations
 }
+# The ``tiles`` group's attribute ``runs``: the tile table's slide, patient and split as runs of consecutive tiles,
+# [slide_id, patient, split, start, stop, annotated sum, annotated count] (count: tiles whose annotated is not NaN),
+# written with the rows, so ``store info`` answers without decoding a million strings.  Optional: absent from
+# stores made before it, and None where a table has more than MAX_RUNS runs.
+RUNS_ATTR = "runs"
+MAX_RUNS = 100_000
 STATUS = "tiles/status"
 FAIL_REASON = "tiles/fail_reason"
 TABLE_CHUNK = 4096  # tile-table and status chunk length: small arrays, few objects
@@ -57,9 +74,11 @@ def foreign_entries(names) -> list[str]:
 
 
 SPLITS = ("train", "val", "test", "")
-CODECS = ("none", "lz4", "zstd", "bitround7-zstd")
-DEFAULT_CODEC = "none"
-STORAGE_DTYPES = ("float16", "float32", "bfloat16-as-float32")
+
+
+def column_path(name: str) -> str:
+    """Array path of a tile-table column: ``tiles/slide_id``."""
+    return f"{TILES_GROUP}/{name}"
 
 
 def feature_path(timestep: int, block: str) -> str:
@@ -72,112 +91,101 @@ def scale_offset_path(timestep: int, block: str) -> str:
     return f"{feature_path(timestep, block)}.scale_offset"
 
 
-
 def pca_path(timestep: int, block: str, part: str) -> str:
     """PCA presets: ``pca/t50/up1/components`` (K, C), ``mean`` (C,), ``explained`` (K,), float32."""
     return f"{PCA_GROUP}/t{int(timestep)}/{block}/{part}"
 
 
+TABLE_KINDS = ("column", "status", "fail_reason")  # the tile table: chunks of TABLE_CHUNK tiles
+DATA_KINDS = ("features", "scale_offset", "labels", "instances", "rgb", "ssl", "latent")  # one chunk per tile
+EXTRA_KINDS = ("labels", "instances", "rgb", "ssl", "latent")  # stored beside the features; TileBatch fields
+
+
 @dataclass(frozen=True)
-class BlockSpec:
-    """One captured UNet block: its name and per-tile shape (C, h, w)."""
+class ArraySpec:
+    """One array of a store, as ``create`` makes it and everything else reads it.
+
+    ``shape`` leaves out the tile axis of a per-tile array (every kind but ``basis``, whose shape is whole).
+    ``dtype`` is a numpy name, or ``"str"`` (zarr's variable-length UTF-8).  ``codecs``: a feature codec
+    (``CODECS``), or ``"checked"`` (crc32c) or ``"checked-zstd"`` (zstd, then crc32c).  ``chunk_tiles``:
+    tiles per chunk along the tile axis (1 for tile data); ``shard_tiles``: tiles per shard, or None.
+    """
 
     name: str
-    channels: int
-    height: int
-    width: int
+    kind: str  # TABLE_KINDS, DATA_KINDS or "basis"
+    shape: tuple[int, ...]
+    dtype: str
+    dims: tuple[str, ...]
+    codecs: str
+    chunk_tiles: int = 1
+    shard_tiles: int | None = None
+    optional: bool = False  # stores made before it lack it (the cohort columns), and read as its fill value
+    timestep: int | None = None  # features, scale_offset, basis: which block at which timestep
+    block: str | None = None
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.height, self.width)
+    def per_tile(self) -> bool:
+        return self.kind != "basis"
+
+    @property
+    def fill_value(self) -> Any:
+        """NaN for floats (written values are finite, so NaN read back means a missing chunk), '' or 0 else."""
+        return "" if self.dtype == "str" else (float("nan") if self.dtype.startswith("float") else 0)
+
+    @property
+    def every_chunk(self) -> bool:
+        """The writer writes every chunk, fill values included, so a missing one is damage (the tile table)."""
+        return self.kind in ("column", "status") and not self.optional
+
+    @property
+    def key_separator(self) -> str:
+        """Chunk keys ``c.17.0.0`` (one file per tile chunk, no directory per tile) for tile data, else ``c/0``."""
+        return "." if self.kind in DATA_KINDS else "/"
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Everything that changes the feature values; its hash is the store identity."""
+def store_arrays(sch: StoreSchema) -> list[ArraySpec]:
+    """Every array of a store of schema ``sch``: the tile table, the features (and a compact encoding's
+    scale/offset and PCA bases), and what is stored beside them."""
+    fixed = sch.n_tiles is not None
+    column_chunk = min(TABLE_CHUNK, max(sch.n_tiles, 1)) if fixed else TABLE_CHUNK
+    out = [ArraySpec(column_path(c), "column", (), dtype, ("tile",), "checked-zstd", column_chunk)
+           for c, dtype in TILE_COLUMNS.items()]
+    out += [ArraySpec(column_path(c), "column", (), dtype, ("tile",), "checked-zstd", column_chunk, optional=True)
+            for c, (dtype, _) in COHORT_COLUMNS.items()]
+    out += [ArraySpec(STATUS, "status", (), "uint8", ("tile",), "checked", TABLE_CHUNK),
+            ArraySpec(FAIL_REASON, "fail_reason", (), "str", ("tile",), "checked-zstd", TABLE_CHUNK)]
+    spec, s = sch.features, sch.tile_size
+    enc = parse_preset(spec.encoding)  # a compact store holds K int8 or float16 channels (store/encodings/)
+    shards = sch.shard_tiles if sch.shard_tiles > 1 else None
+    value_dtype = spec.dtype if enc.is_default else enc.value_dtype
+    for t in spec.timesteps:
+        for b in spec.blocks:
+            k, ch = enc.stored_channels(b.channels), f"{'k' if enc.uses_pca else 'c'}_{b.name}"
+            out.append(ArraySpec(feature_path(t, b.name), "features", (k, b.height, b.width), value_dtype,
+                                 ("tile", ch, f"h_{b.name}", f"w_{b.name}"), spec.codec, 1, shards, False, t, b.name))
+            if enc.int8:
+                out.append(ArraySpec(scale_offset_path(t, b.name), "scale_offset", (2, k), "float32",
+                                     ("tile", "scale_offset", ch), "checked", 1, shards, False, t, b.name))
+            if enc.uses_pca:
+                c, kk = f"c_{b.name}", f"k_{b.name}"
+                for part, shape, dims in (("mean", (b.channels,), (c,)), ("components", (k, b.channels), (kk, c)),
+                                          ("explained", (k,), (kk,))):
+                    out.append(ArraySpec(pca_path(t, b.name, part), "basis", shape, "float32", dims, "checked", 0,
+                                         None, False, t, b.name))
+    extras = [(LABELS, sch.has_labels, (s, s), "uint8", ("row", "col"), "checked-zstd"),
+              (INSTANCES, sch.store_instances, (s, s), "int32", ("row", "col"), "checked-zstd"),
+              (RGB, sch.store_rgb, (3, s, s), "uint8", ("band", "row", "col"), "checked-zstd"),
+              (SSL, sch.ssl_dim, (sch.ssl_dim,), "float32", ("ssl_dim",), "checked"),
+              (LATENT, sch.latent_shape, tuple(sch.latent_shape or ()), "float32",
+               ("c_latent", "h_latent", "w_latent"), "checked")]
+    out += [ArraySpec(name, name, shape, dtype, ("tile", *dims), codecs, 1, shards)
+            for name, stored, shape, dtype, dims, codecs in extras if stored]
+    return out
 
-    model_id: str
-    weights_sha256: str
-    blocks: tuple[BlockSpec, ...]
-    timesteps: tuple[int, ...]
-    noise_seed: int = 0
-    draws: int = 1
-    conditioning: str = "null"
-    tile_size: int = 256
-    dtype: str = "float16"
-    codec: str = DEFAULT_CODEC
-    model_config_sha256: str = ""
-    # The model's compute dtype: bf16 features differ from fp32 ones by 2-3 % (bench/numerics.py),
-    # a hundred times the float16 storage error, so a resume in another dtype must not mix them.
-    compute_dtype: str = "fp32"
-    # The compact encoding (store/encodings/) and, for PCA presets, the hash of the stored bases;
-    # both leave the identity when at their defaults, so stores made before them keep theirs.
-    encoding: str = DEFAULT_PRESET
-    basis_sha256: str = ""
 
-    def __post_init__(self) -> None:
-        if not self.blocks:
-            raise SchemaError("a feature spec needs at least one block")
-        names = [b.name for b in self.blocks]
-        if len(set(names)) != len(names):
-            raise SchemaError(f"duplicate block names: {names}")
-        if not self.timesteps or len(set(self.timesteps)) != len(self.timesteps):
-            raise SchemaError(f"timesteps must be a non-empty list without repeats, got {list(self.timesteps)}")
-        if any(t < 0 for t in self.timesteps):
-            raise SchemaError(f"timesteps must be >= 0, got {list(self.timesteps)}")
-        if self.draws < 1:
-            raise SchemaError(f"draws must be >= 1, got {self.draws}")
-        if self.tile_size < 8:
-            raise SchemaError(f"tile_size must be >= 8, got {self.tile_size}")
-        parse_codec(self.codec)
-        if self.dtype not in ("float16", "float32"):
-            raise SchemaError(f"storage dtype must be float16 or float32, got {self.dtype!r}")
-        if self.compute_dtype not in ("fp32", "bf16", "fp16"):
-            raise SchemaError(f"compute dtype must be fp32, bf16 or fp16, got {self.compute_dtype!r}")
-        try:
-            enc = parse_preset(self.encoding)
-        except ConfigError as e:
-            raise SchemaError(str(e)) from None
-        object.__setattr__(self, "encoding", enc.name)  # one spelling per preset, so one identity
-        if self.basis_sha256 and not enc.uses_pca:
-            raise SchemaError(f"encoding {enc.name} has no PCA basis, but basis_sha256 is set")
-        if enc.int8 and self.codec.startswith("bitround"):
-            raise SchemaError(f"codec {self.codec} rounds float bits; it does not apply to {enc.name} values")
-
-    def block(self, name: str) -> BlockSpec:
-        for b in self.blocks:
-            if b.name == name:
-                return b
-        raise SchemaError(f"no block {name!r}; the store has {[b.name for b in self.blocks]}")
-
-    def identity_fields(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["blocks"] = [[b.name, b.channels, b.height, b.width] for b in self.blocks]
-        d["timesteps"] = list(self.timesteps)
-        # A lossless codec does not change values; only a lossy one is identity.
-        d["codec"] = self.codec if self.codec.startswith("bitround") else "lossless"
-        for key, default in (("encoding", DEFAULT_PRESET), ("basis_sha256", "")):
-            if d[key] == default:
-                del d[key]
-        return d
-
-    def identity(self) -> str:
-        return identity_hash(self.identity_fields())
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["blocks"] = [asdict(b) for b in self.blocks]
-        d["timesteps"] = list(self.timesteps)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
-        d = dict(d)
-        if unknown := set(d) - {f.name for f in fields(cls)}:
-            raise SchemaError(f"unknown feature-spec fields {sorted(unknown)}")
-        d["blocks"] = tuple(BlockSpec(**b) for b in d["blocks"])
-        d["timesteps"] = tuple(int(t) for t in d["timesteps"])
-        return cls(**d)
+def data_arrays(sch: StoreSchema) -> list[ArraySpec]:
+    """The arrays that hold a tile's data, one chunk (or shard) per tile: what a written tile must have."""
+    return [a for a in store_arrays(sch) if a.kind in DATA_KINDS]
 
 
 @dataclass(frozen=True)
@@ -288,21 +296,3 @@ class TileBatch:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_codec(name: str) -> str:
-    if name not in CODECS:
-        raise SchemaError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
-    return name
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def identity_hash(identity_fields: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(identity_fields).encode()).hexdigest()[:16]
-
-
-def identity_diff(a: FeatureSpec, b: FeatureSpec) -> dict[str, tuple[Any, Any]]:
-    """Fields whose values differ between two specs: name -> (a, b)."""
-    fa, fb = a.identity_fields(), b.identity_fields()
-    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}

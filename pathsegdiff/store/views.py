@@ -18,7 +18,7 @@ def dask_array(store, name: str):
     """``store``: a ``FeatureStore`` (reader.py, which imports this module)."""
     import dask.array as da
 
-    return da.from_zarr(store._array(name))
+    return da.from_zarr(store.array(name))
 
 
 def decoded_features(store, timestep: int, block: str):
@@ -44,15 +44,15 @@ def decoded_features(store, timestep: int, block: str):
 def xarray_dataset(store, blocks: Any = None, timesteps: Any = None):
     import xarray as xr
 
-    blocks, timesteps = store._check_selection(blocks, timesteps)
+    blocks, timesteps = store.check_selection(blocks, timesteps)
     schema = store.schema
     data = {}
     for t in timesteps:
         for b in blocks:
             data[f"t{t}/{b}"] = (("tile", f"c_{b}", f"h_{b}", f"w_{b}"), decoded_features(store, t, b))
-    for name in [n for n, keep in ((S.LABELS, schema.has_labels), (S.RGB, schema.store_rgb),
-                                   (S.SSL, schema.ssl_dim)) if keep]:
-        data[name] = (store._array(name).metadata.dimension_names, dask_array(store, name))
+    for spec in S.data_arrays(schema):
+        if spec.kind in (S.LABELS, S.RGB, S.SSL):
+            data[spec.name] = (spec.dims, dask_array(store, spec.name))
     coords = {"tile": np.arange(store.n_tiles), **{c: ("tile", v) for c, v in store.table().items()}}
     attrs = {"identity": store.identity, "schema_version": S.SCHEMA_VERSION,
              "encoding": schema.features.encoding}

@@ -24,22 +24,22 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.core.sync import sync
 
 from pathsegdiff.errors import SchemaError
+from pathsegdiff.store.backend import chunk_io
 from pathsegdiff.store import schema as S
+from pathsegdiff.store.backend.zarr_compat import chunk_key, setitem, sync
 from pathsegdiff.store.batch_check import check_batch
-from pathsegdiff.store import chunk_io
-from pathsegdiff.store.encodings import parse_preset
-from pathsegdiff.store.location import Location
-from pathsegdiff.store.write_errors import settle_pending_writes, write_errors
-from pathsegdiff.store.lock import StoreLock
-from pathsegdiff.store.partial import remove_partial_writes
+from pathsegdiff.store.backend.location import Location
+from pathsegdiff.store.backend.lock import StoreLock
+from pathsegdiff.store.backend.partial import remove_partial_writes
 from pathsegdiff.store.reader import FeatureStore
+from pathsegdiff.store.tile_table import write_table
+from pathsegdiff.store.backend.write_errors import settle_pending_writes, write_errors
 
 
 def _setitem(arr: zarr.Array, start: int, stop: int, data: np.ndarray):
-    return lambda: arr._async_array.setitem(slice(start, stop), data)
+    return lambda: setitem(arr, slice(start, stop), data)
 
 
 def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
@@ -58,18 +58,19 @@ class StoreWriter(FeatureStore):
     """A store opened for writing by this process alone (it holds the lock).
 
     ``owns_status=False`` is a distributed run's range worker: it writes tile
-    data only and collects what it would have set (``written``, ``failed``)
-    for the coordinator, which owns the status and records them when the
-    range returns (``mark_written``, ``mark_failed``).
+    data only and collects what it would have set (written and failed tiles,
+    handed over by ``take_collected``) for the coordinator, which owns the
+    status and records them when the range returns (``mark_written``,
+    ``mark_failed``).
     """
 
     def __init__(self, loc: Location, lock: StoreLock | None, owns_status: bool = True):
         super().__init__(loc, writable=True)
         self._lock = lock
         self.owns_status = owns_status
-        self.written: list[int] = []  # collected by a writer that does not own the status
-        self.failed: list[tuple[int, str]] = []
-        self._status = np.asarray(self._array(S.STATUS)[:], dtype=np.uint8)
+        self._collected_written: list[int] = []  # collected by a writer that does not own the status
+        self._collected_failed: list[tuple[int, str]] = []
+        self._status = np.asarray(self.array(S.STATUS)[:], dtype=np.uint8)
         # Seconds by stage, summed over write() calls: validate, compact (a compact preset's encoding), chunks
         # (wall time of all chunk writes), status; encode (checksums, blosc) and io (file writes) are summed
         # over the threads that did them.
@@ -85,10 +86,11 @@ class StoreWriter(FeatureStore):
             raise SchemaError(f"{self.location}: fixed-size store ({self.schema.n_tiles} tiles); cannot append")
         start = self.n_tiles
         stop = start + len(records)
-        group = self._group()
+        group = self.group()
         with write_errors(self.location, "new tile rows"):
-            for name in _all_tile_arrays(self.schema):
-                arr = group[name]
+            # every per-tile array; the optional cohort columns are grown with their rows (grow.begin_append)
+            for spec in (a for a in S.store_arrays(self.schema) if a.per_tile and not a.optional):
+                arr = group[spec.name]
                 arr.resize((stop, *arr.shape[1:]))
             write_table(group, start, records)
         self._status = np.concatenate([self._status, np.zeros(len(records), np.uint8)])
@@ -128,19 +130,18 @@ class StoreWriter(FeatureStore):
         runs = _runs(idx)
         direct, pipeline = [], []
         for name, data in arrays.items():
-            arr, codec = self._array(name), self._codec(name)
+            arr, codec = self.array(name), self._codec(name)
             if codec is None or not codec.whole_tiles:  # BitRound, shards: zarr's own codec pipeline
                 pipeline += [_setitem(arr, a, b, data[pos : pos + (b - a)]) for pos, a, b in runs]
             else:
                 tail = (0,) * (data.ndim - 1)
-                direct += [(f"{arr.path}/{arr.metadata.encode_chunk_key((int(i), *tail))}", codec, data[k])
-                           for k, i in enumerate(idx)]
+                direct += [(chunk_key(arr, (int(i), *tail)), codec, data[k]) for k, i in enumerate(idx)]
         root = str(self.location.local_dir) if self.location.kind == "dir" else None
         spent = {}
 
         with write_errors(self.location, f"tiles {list(self.tile_ids(idx)[:5])}"):
             try:
-                spent = chunk_io.write_chunks(self._group().store, root, direct, pipeline)  # every chunk at once
+                spent = chunk_io.write_chunks(self.zarr_store, root, direct, pipeline)  # every chunk at once
             except BaseException:
                 sync(settle_pending_writes())
                 raise
@@ -154,8 +155,8 @@ class StoreWriter(FeatureStore):
 
     def take_collected(self) -> tuple[list[int], list[tuple[int, str]]]:
         """(written, failed) collected since the last call by a writer that does not own the status."""
-        out = (self.written, self.failed)
-        self.written, self.failed = [], []
+        out = (self._collected_written, self._collected_failed)
+        self._collected_written, self._collected_failed = [], []
         return out
 
     def mark_failed(self, indices: Iterable[int], reasons: Sequence[str]) -> None:
@@ -164,9 +165,9 @@ class StoreWriter(FeatureStore):
         if len(reasons) != len(idx):
             raise SchemaError("mark_failed needs one reason per tile")
         if not self.owns_status:
-            self.failed.extend(zip(map(int, idx), map(str, reasons)))
+            self._collected_failed.extend(zip(map(int, idx), map(str, reasons)))
             return
-        arr = self._array(S.FAIL_REASON)
+        arr = self.array(S.FAIL_REASON)
         with write_errors(self.location, "failed-tile reasons"):
             for i, r in zip(idx, reasons):
                 arr[int(i)] = str(r)[:500]
@@ -178,18 +179,14 @@ class StoreWriter(FeatureStore):
         with write_errors(self.location, "tile status"):
             self._set_status(self._indices(indices), S.STATUS_WRITTEN)
 
-    def reset_tiles(self, indices: Iterable[int]) -> None:
-        """Mark tiles todo again (after verify found them damaged) so a resume rewrites them."""
-        self._set_status(self._indices(indices), S.STATUS_TODO)
-
     def _set_status(self, idx: np.ndarray, value: int) -> None:
         if not self.owns_status:
             if value == S.STATUS_WRITTEN:
-                self.written.extend(int(i) for i in idx)
+                self._collected_written.extend(int(i) for i in idx)
             return
         before = self._status.copy()
         self._status[idx] = value
-        arr, codec = self._array(S.STATUS), self._codec(S.STATUS)
+        arr, codec = self.array(S.STATUS), self._codec(S.STATUS)
         # Rewrite whole chunks from the in-memory copy: one atomic write per chunk (a file, on a local store).
         try:
             for c in np.unique(idx // S.TABLE_CHUNK):
@@ -199,8 +196,7 @@ class StoreWriter(FeatureStore):
                     continue
                 chunk = np.full(codec.shape, arr.fill_value, np.uint8)  # zarr pads the last chunk the same way
                 chunk[: b - a] = self._status[a:b]
-                key = arr.metadata.encode_chunk_key((int(c),))
-                chunk_io.put_file(os.path.join(self.location.local_dir, arr.path, key), codec.encode(chunk))
+                chunk_io.put_file(os.path.join(self.location.local_dir, chunk_key(arr, (int(c),))), codec.encode(chunk))
         except BaseException:
             self._status = before  # the file keeps the old status, and so must the copy that missing() reads
             raise
@@ -235,35 +231,3 @@ class StoreWriter(FeatureStore):
 
     def __getstate__(self) -> dict:
         raise TypeError("a StoreWriter holds the store lock and cannot be sent to another process")
-
-
-# -- creation ------------------------------------------------------------------
-def _all_tile_arrays(sch: S.StoreSchema) -> list[str]:
-    names = [f"{S.TILES_GROUP}/{c}" for c in S.TILE_COLUMNS] + [S.STATUS, S.FAIL_REASON]
-    return names + _data_arrays(sch)
-
-
-def _data_arrays(sch: S.StoreSchema) -> list[str]:
-    int8 = parse_preset(sch.features.encoding).int8  # int8 presets keep a scale/offset array beside each block
-    names = [n for t in sch.features.timesteps for b in sch.features.blocks
-             for n in (S.feature_path(t, b.name), *([S.scale_offset_path(t, b.name)] if int8 else []))]
-    names += [S.LABELS] if sch.has_labels else []
-    names += [S.INSTANCES] if sch.store_instances else []
-    names += [S.RGB] if sch.store_rgb else []
-    names += [S.SSL] if sch.ssl_dim else []
-    names += [S.LATENT] if sch.latent_shape else []
-    return names
-
-
-def write_table(group: zarr.Group, start: int, records: Sequence[S.TileRecord]) -> None:
-    if not records:
-        return
-    stop = start + len(records)
-    # Every table and status chunk is written, even when it equals the fill value, so that
-    # a missing one is damage that verify can name (not an all-todo or all-zero column).
-    every_chunk = {"write_empty_chunks": True}
-    for col, dtype in S.TILE_COLUMNS.items():
-        values = [getattr(r, col) for r in records]
-        column = group[f"{S.TILES_GROUP}/{col}"].with_config(every_chunk)
-        column[start:stop] = np.asarray(values, dtype=object if dtype == "str" else dtype)
-    group[S.STATUS].with_config(every_chunk)[start:stop] = np.zeros(stop - start, np.uint8)

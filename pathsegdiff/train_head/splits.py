@@ -22,7 +22,7 @@ import numpy as np
 
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.store import FeatureStore
-from pathsegdiff.store.cohort_columns import full_table
+from pathsegdiff.store.tile_table import full_table
 from pathsegdiff.store.schema import BlockSpec
 from pathsegdiff.train_head.store_set import StoreSet
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from pathsegdiff.errors import ConfigError
 from pathsegdiff.store import FeatureStore, open_store
-from pathsegdiff.store.cohort_columns import full_table
+from pathsegdiff.store.tile_table import full_table
 
 FIRST_FIELDS = ("blocks", "timesteps")  # what users choose, so named first when they differ
 

@@ -22,8 +22,8 @@ import cohort_data as cd
 from cohort_data import extract
 from pathsegdiff.cli import app
 from pathsegdiff.store import open_store
-from pathsegdiff.store.cohort_columns import full_table
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.tile_table import full_table
+from pathsegdiff.store.commands.verify import verify_store
 
 NATIVE_MPP = {"a": 0.5, "b": 0.25, "cmu_small_region": 0.499}
 FEATURES = {"a": cd.a_features, "b": cd.b_features, "cmu_small_region": cd.svs_features}

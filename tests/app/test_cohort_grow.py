@@ -12,12 +12,12 @@ from sigkill import run_then_sigkill
 import cohort_data as cd
 from cohort_data import COHORT_ARGS, extract
 from pathsegdiff.store import open_store
-from pathsegdiff.store.cohort_columns import full_table
+from pathsegdiff.store.tile_table import full_table
 from pathsegdiff.store.create import open_or_create
 from pathsegdiff.store.grow import JOURNAL, begin_append
-from pathsegdiff.store.location import parse_location
+from pathsegdiff.store.backend.location import parse_location
 from pathsegdiff.store.reader import read_root_attrs
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 
 
 def _data(store) -> dict[str, bytes]:

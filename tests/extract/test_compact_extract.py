@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pathsegdiff.cli import app
 from pathsegdiff.store import open_store
 from pathsegdiff.store.encodings import relative_error
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 from test_job import TILES, data_bytes  # the same tiles; every object but the root document
 
 ARGS = ["--tile-size", "64", "--stride", "32", "--quiet", "--batch-size", "4"]  # 36 tiles from six crops

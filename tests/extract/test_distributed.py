@@ -23,7 +23,7 @@ from pathsegdiff.extract.run.cluster import ClusterConfig, connect
 from pathsegdiff.extract.run.distributed import ranges, run_distributed
 from pathsegdiff.extract.run.config import ExtractConfig
 from pathsegdiff.store import open_store
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: as the reference store was made

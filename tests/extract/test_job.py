@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pathsegdiff.cli import app
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.store import open_store
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 
 DATA = Path(__file__).parents[1] / "data"
 TILES = DATA / "he_tiles"

@@ -48,8 +48,8 @@ import pathsegdiff.extract.backbones.seeding as seeding
 import pathsegdiff.extract.run.job as job
 from pathsegdiff.extract.backbones.ldm import LDM
 from pathsegdiff.cli import app
-from pathsegdiff.store import chunk_io
-from pathsegdiff.store.lock import StoreLock
+from pathsegdiff.store.backend import chunk_io
+from pathsegdiff.store.backend.lock import StoreLock
 
 
 def die() -> None:

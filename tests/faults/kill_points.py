@@ -29,11 +29,11 @@ from typer.testing import CliRunner
 from pathsegdiff.cli import app
 from pathsegdiff.errors import NotAStoreError
 from pathsegdiff.store import open_store
-from pathsegdiff.store.location import parse_location
-from pathsegdiff.store.lock import StoreLock
+from pathsegdiff.store.backend.location import parse_location
+from pathsegdiff.store.backend.lock import StoreLock
 from pathsegdiff.store.reader import read_root_attrs
 from pathsegdiff.store.schema import LOCK_NAME
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 from test_resume import store_bytes
 
 HERE = Path(__file__).parent

@@ -43,7 +43,7 @@ from typer.testing import CliRunner  # noqa: E402
 from pathsegdiff.cli import app  # noqa: E402
 from pathsegdiff.errors import PathsegdiffError  # noqa: E402
 from pathsegdiff.store import create_store, open_or_create, open_store, open_writer  # noqa: E402
-from pathsegdiff.store.verify import verify_store  # noqa: E402
+from pathsegdiff.store.commands.verify import verify_store  # noqa: E402
 
 store = Path(sys.argv[1])
 results = {}

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from pathsegdiff.cli import app
 from pathsegdiff.errors import CorruptStoreError, PathsegdiffError
 from pathsegdiff.store import StoreSchema, create_store, open_store
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 
 runner = CliRunner()
 DAMAGED = 4  # the tile whose chunks are damaged

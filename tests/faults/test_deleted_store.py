@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pathsegdiff.cli import app
 from pathsegdiff.errors import StoreNotFoundError
 from pathsegdiff.store import create_store, open_store
-from pathsegdiff.store.copy import copy_store
+from pathsegdiff.store.commands.copy import copy_store
 
 
 @pytest.fixture

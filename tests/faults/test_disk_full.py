@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pathsegdiff.store import open_store
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 from test_resume import store_bytes
 
 HERE = Path(__file__).parent

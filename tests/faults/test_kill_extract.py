@@ -14,7 +14,7 @@ import pytest
 
 from kill_points import PHASES, KillHarness, plan
 from pathsegdiff.store import create_store, open_store, open_writer
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 from test_resume import store_bytes
 
 SEEDS = range(10)

@@ -20,7 +20,7 @@ import synth
 
 from pathsegdiff.errors import StoreReadOnlyError
 from pathsegdiff.store import create_store, open_or_create, open_store, open_writer
-from pathsegdiff.store.copy import copy_store
+from pathsegdiff.store.commands.copy import copy_store
 from test_resume import store_bytes
 
 HERE = Path(__file__).parent

@@ -26,8 +26,8 @@ from heads import store_head
 from pathsegdiff.cli import app
 from pathsegdiff.errors import CorruptStoreError, InputError, ModelLoadError
 from pathsegdiff.store import create_store, open_store
-from pathsegdiff.store.copy import check_manifest, copy_store
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.copy import check_manifest, copy_store
+from pathsegdiff.store.commands.verify import verify_store
 from pathsegdiff.train_head.checkpoint import META, WEIGHTS, load_head
 
 runner = CliRunner()

@@ -12,7 +12,8 @@ import threading
 import synth
 import zarr
 
-from pathsegdiff.store import chunk_io, open_or_create
+from pathsegdiff.store import open_or_create
+from pathsegdiff.store.backend import chunk_io
 
 path, kill_at, batch, phase = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 calls = {"n": 0}

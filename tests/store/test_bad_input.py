@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pathsegdiff.cli import app
 from pathsegdiff.errors import CorruptStoreError, NotAStoreError, SchemaVersionError, StoreNotFoundError
 from pathsegdiff.store import create_store, open_store
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 
 runner = CliRunner()
 

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from pathsegdiff.errors import ConfigError, CorruptStoreError, IdentityMismatchError, SchemaError, StoreExistsError
 from pathsegdiff.store import TileBatch, create_store, open_or_create, open_store
-from pathsegdiff.store.compact import compact_store
+from pathsegdiff.store.commands.compact import compact_store
 from pathsegdiff.store.encodings import Calibration, bases_sha256, fit_bases, parse_preset, relative_error
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 
 DOC = Path(__file__).parents[2] / "docs" / "store-format.md"
 # Relative error each encoding must stay within on rank-3 features (6 and 4 channels): pca4 keeps rank 3 whole.
@@ -74,7 +74,7 @@ def test_round_trip_per_encoding_within_its_bound(tmp_path, preset):
 
 def test_stored_values_are_what_the_preset_says(tmp_path):
     fs = open_store(make_store(tmp_path / "s.zarr", "pca4-int8"))
-    g = fs._group()
+    g = fs.group()
     assert g["features/t50/up1"].dtype == np.int8 and g["features/t50/up1"].shape[1:] == (4, 8, 8)
     assert g["features/t50/up1.scale_offset"].shape[1:] == (2, 4)
     assert g["pca/t50/up1/components"].shape == (4, 6) and g["pca/t150/up2/mean"].shape == (4,)

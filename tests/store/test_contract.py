@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from pathsegdiff.errors import StoreReadOnlyError, TileNotWrittenError
 from pathsegdiff.store import create_store, open_store, open_writer
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.pack import pack_store
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.pack import pack_store
+from pathsegdiff.store.commands.verify import verify_store
 
 
 class _TileSet(Dataset):

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from pathsegdiff.cli import app
 from pathsegdiff.errors import StoreExistsError
 from pathsegdiff.store import create_store, open_store
-from pathsegdiff.store.copy import MANIFEST, check_manifest, copy_store
+from pathsegdiff.store.commands.copy import MANIFEST, check_manifest, copy_store
 from test_resume import store_bytes
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pathsegdiff.store import open_store
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 
 HERE = Path(__file__).parent
 

@@ -100,7 +100,7 @@ def test_server_gone_mid_write_leaves_a_consistent_store_and_a_rerun_completes_i
     from pathsegdiff.errors import PathsegdiffError
     from pathsegdiff.extract.run.config import ExtractConfig
     from pathsegdiff.extract.run.job import run_extraction
-    from pathsegdiff.store.verify import verify_store
+    from pathsegdiff.store.commands.verify import verify_store
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from pathsegdiff.cli import app
 from pathsegdiff.store import open_store
-from pathsegdiff.store.compact import compact_store
+from pathsegdiff.store.commands.compact import compact_store
 from pathsegdiff.store.encodings import Calibration, PCABasis
 from pathsegdiff.train_head import coefficients as coef
 from pathsegdiff.train_head.checkpoint import build_head, load_head

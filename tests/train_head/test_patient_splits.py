@@ -7,7 +7,7 @@ import pytest
 
 from pathsegdiff.errors import InputError
 from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, TileRecord, create_store, open_store
-from pathsegdiff.store.cohort_columns import full_table
+from pathsegdiff.store.tile_table import full_table
 from pathsegdiff.train_head.splits import read_splits
 
 

@@ -39,8 +39,8 @@ from pathsegdiff.extract.run.describe import describe_model, load_featurizer
 from pathsegdiff.extract.run.loop import extract_tiles
 from pathsegdiff.extract.run.plan import ExtractionPlan, refuse_if_locked, remote_errors, require_tiles
 from pathsegdiff.store import StoreWriter
-from pathsegdiff.store.location import parse_location
-from pathsegdiff.store.partial import remove_partial_writes
+from pathsegdiff.store.backend.location import parse_location
+from pathsegdiff.store.backend.partial import remove_partial_writes
 
 
 # -- on the workers -------------------------------------------------------------

@@ -35,9 +35,9 @@ from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.extract.run.describe import describe_model
 from pathsegdiff.store import StoreSchema, StoreWriter, open_or_create, open_store
 from pathsegdiff.store.grow import record_skipped_slides
-from pathsegdiff.store.location import is_remote_client_error, parse_location, redact
+from pathsegdiff.store.backend.location import is_remote_client_error, parse_location, redact
 from pathsegdiff.store.encodings import parse_preset
-from pathsegdiff.store.lock import StoreLock
+from pathsegdiff.store.backend.lock import StoreLock
 from pathsegdiff.store.schema import STATUS_FAILED, STATUS_WRITTEN
 from pathsegdiff.tiles.sources import ReorderedSource, TileSource
 

@@ -9,7 +9,7 @@ import zarr
 
 from pathsegdiff.errors import CorruptStoreError, NotAStoreError, SchemaVersionError, StoreAccessError, StoreNotFoundError
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.location import Location, open_zarr_store, redact
+from pathsegdiff.store.backend.location import Location, open_zarr_store, redact
 
 
 def open_group(loc: Location, read_only: bool = True) -> zarr.Group:

@@ -7,7 +7,6 @@ local directory (which is what the writer lock needs).
 from __future__ import annotations
 
 import os
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,10 @@ from pathlib import Path
 import zarr.storage
 
 from pathsegdiff.errors import NotAStoreError, StoreNotFoundError, StoreReadOnlyError
+from pathsegdiff.store.backend.remote import REMOTE_CLIENTS, RemoteStore, is_remote_client_error, redact
+
+__all__ = ["REMOTE_CLIENTS", "Location", "is_remote_client_error", "open_zarr_store", "parse_location", "redact",
+           "same_or_inside"]
 
 
 @dataclass(frozen=True)
@@ -49,31 +52,6 @@ def same_or_inside(src: Location, dst: Location) -> bool:
     return a == b or a in b.parents
 
 
-# Environment variables whose values are secrets; never echoed in an error message.
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AZURE_STORAGE_KEY",
-              "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING")
-_URL_PASSWORD = re.compile(r"(//[^/:@\s]+):[^/@\s]+@")
-
-
-# Libraries of a remote store's client whose own errors are not OSError, so the store layer lets them by.
-REMOTE_CLIENTS = ("botocore", "aiobotocore", "aiohttp", "s3fs")
-
-
-def is_remote_client_error(e: BaseException) -> bool:
-    """``e`` was raised by a remote store's client (server unreachable, request refused), not by us."""
-    return type(e).__module__.split(".")[0] in REMOTE_CLIENTS
-
-
-def redact(text: object) -> str:
-    """``text`` (often an exception from a remote store) without secret values or a URL's password."""
-    out = str(text)
-    for var in SECRET_ENV:
-        value = os.environ.get(var)
-        if value and len(value) >= 4:
-            out = out.replace(value, "***")
-    return _URL_PASSWORD.sub(r"\1:***@", out)
-
-
 def _storage_options() -> dict:
     """Endpoint for S3-compatible servers from the usual environment variable."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -99,7 +77,9 @@ def open_zarr_store(loc: Location, read_only: bool) -> zarr.storage.StoreLike:
         return zarr.storage.ZipStore(path, mode="r")
     opts = _storage_options() if loc.raw.startswith("s3://") else {}
     try:
-        return zarr.storage.FsspecStore.from_url(loc.raw, read_only=read_only, storage_options=opts or None)
+        # Its client's own errors (server down, no credentials) become the project's on every call (remote.py).
+        return RemoteStore(zarr.storage.FsspecStore.from_url(loc.raw, read_only=read_only, storage_options=opts or None),
+                           loc.raw)
     except ImportError as e:
         from pathsegdiff.errors import MissingDependencyError
 

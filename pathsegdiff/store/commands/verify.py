@@ -3,8 +3,9 @@
 A compact store's int8 scale/offset arrays are checked like the features,
 and its PCA bases must be whole, finite and match the identity's hash.
 
-Problems are reported by tile id.  A missing chunk is looked for by key,
-because zarr would otherwise hand back the fill value as if it were data.
+Problems are reported by tile id.  Missing chunks are found from one listing
+of the store's objects (``backend/listing.py``), because zarr would
+otherwise hand back the fill value as if it were data.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from zarr.core.sync import sync
 
-from pathsegdiff.errors import PathsegdiffError
+from pathsegdiff.errors import PathsegdiffError, RemoteStoreError, StoreAccessError
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.encodings import parse_preset
+from pathsegdiff.store.backend.listing import tiles_per_object
 from pathsegdiff.store.reader import FeatureStore, open_store
 
 READ_BATCH = 32  # tiles read together; zarr fetches their chunks concurrently
@@ -52,40 +52,17 @@ class VerifyReport:
         return self.store_problems + out
 
 
-def _chunk_keys(fs: FeatureStore, name: str) -> set[str]:
-    """Keys of the chunk (or shard) objects that exist for one array."""
-    zstore = fs._group().store
-
-    async def collect() -> set[str]:
-        # "c/1/0/0" or "c.1.0.0" keys; a local store lists by directory, so list the array's.
-        return {k async for k in zstore.list_prefix(f"{name}/") if k[len(name) + 1:][:2] in ("c/", "c.")}
-
-    return sync(collect())
-
-
-def _arrays(fs: FeatureStore) -> list[str]:
-    sch, enc = fs.schema, parse_preset(fs.schema.features.encoding)
-    names = [S.feature_path(t, b) for t in fs.timesteps for b in fs.blocks]
-    names += [S.scale_offset_path(t, b) for t in fs.timesteps for b in fs.blocks] if enc.int8 else []
-    names += [S.LABELS] if sch.has_labels else []
-    names += [S.INSTANCES] if sch.store_instances else []
-    names += [S.RGB] if sch.store_rgb else []
-    names += [S.SSL] if sch.ssl_dim else []
-    names += [S.LATENT] if sch.latent_shape else []
-    return names
-
-
-def _check_values(name: str, data: np.ndarray, fs: FeatureStore) -> list[str]:
+def _check_values(spec: S.ArraySpec, data: np.ndarray, fs: FeatureStore) -> list[str]:
     """Per-tile value problems for one array's block of tiles; '' where fine."""
     flat = data.reshape(len(data), -1)
     out = [""] * len(data)
-    if name.startswith(S.FEATURES_GROUP) or name in (S.SSL, S.LATENT):
+    if spec.dtype.startswith("float"):  # features, scale/offset, ssl, latent: written values are finite
         for i in np.flatnonzero(~np.isfinite(flat).all(axis=1)):
-            out[i] = f"{name}: NaN or inf values"
-    elif name == S.LABELS:
+            out[i] = f"{spec.name}: NaN or inf values"
+    elif spec.kind == "labels":
         n_cls, ign = len(fs.schema.class_names), fs.schema.ignore_index
         for i in np.flatnonzero(((flat >= n_cls) & (flat != ign)).any(axis=1)):
-            out[i] = f"{name}: values outside classes 0..{n_cls - 1} and ignore {ign}"
+            out[i] = f"{spec.name}: values outside classes 0..{n_cls - 1} and ignore {ign}"
     return out
 
 
@@ -110,7 +87,6 @@ def verify_store(
     unknown = sorted(set(np.unique(status).tolist()) - set(S.STATUS_NAMES))
     if unknown:
         rep.store_problems.append(f"{fs.location}: unknown status codes {unknown} in {S.STATUS}")
-    rep.store_problems.extend(_table_problems(fs, len(status)))
     try:
         fs.encoding  # noqa: B018 -- reads the PCA bases and checks them against basis_sha256
     except PathsegdiffError as e:
@@ -119,23 +95,27 @@ def verify_store(
     rep.n_checked = len(written)
     damaged: set[int] = set()
 
-    for name in _arrays(fs):
+    table = [a for a in S.store_arrays(fs.schema) if a.every_chunk]
+    arrays = S.data_arrays(fs.schema)
+    opened = []
+    for spec in table + arrays:
         try:
-            arr = fs._array(name)
-            keys = _chunk_keys(fs, name)
+            fs.array(spec.name)
+            opened.append(spec.name)
         except PathsegdiffError as e:
             rep.store_problems.append(str(e))
-            continue
-        shard = fs.schema.shard_tiles
-        for i in written:
-            coords = (int(i) // shard,) + (0,) * (arr.ndim - 1)
-            if f"{name}/{arr.metadata.encode_chunk_key(coords)}" not in keys:
-                rep.problems[str(ids[i])].append(f"{name}: chunk missing")
-                damaged.add(int(i))
+    present = fs.present_chunks(opened)  # one listing of the store's objects for every array
+    rep.store_problems += [f"{fs.location}: {a.name}: chunks {list(gone[:5])} missing (tile table damaged)"
+                           for a in table if a.name in present and len(gone := np.flatnonzero(~present[a.name]))]
+    for spec in (a for a in arrays if a.name in present):
+        per = tiles_per_object(fs.array(spec.name))
+        for i in written[~present[spec.name][written // per]]:
+            rep.problems[str(ids[i])].append(f"{spec.name}: chunk missing")
+            damaged.add(int(i))
         # Read a few tiles at a time; a block that fails is re-read tile by tile to name the culprit.
         for start in range(0, len(written), READ_BATCH):
-            for idx, data in _read_tiles(fs, name, written[start : start + READ_BATCH], rep, ids, damaged):
-                for i, msg in zip(idx, _check_values(name, data, fs)):
+            for idx, data in _read_tiles(fs, spec.name, written[start : start + READ_BATCH], rep, ids, damaged):
+                for i, msg in zip(idx, _check_values(spec, data, fs)):
                     if msg:
                         rep.problems[str(ids[i])].append(msg)
                         damaged.add(int(i))
@@ -145,34 +125,22 @@ def verify_store(
     return rep
 
 
-def _table_problems(fs: FeatureStore, n: int) -> list[str]:
-    """Missing chunks of the tile table and status: the writer writes every one of them."""
-    out = []
-    for name in [f"{S.TILES_GROUP}/{c}" for c in S.TILE_COLUMNS] + [S.STATUS]:
-        try:
-            arr, keys = fs._array(name), _chunk_keys(fs, name)
-        except PathsegdiffError as e:
-            out.append(str(e))
-            continue
-        size = arr.chunks[0]
-        gone = [c for c in range(-(-n // size)) if f"{name}/{arr.metadata.encode_chunk_key((c,))}" not in keys]
-        if gone:
-            out.append(f"{fs.location}: {name}: chunks {gone[:5]} missing (tile table damaged)")
-    return out
-
-
 def _read_tiles(fs, name, sel, rep, ids, damaged):
     """Yield (indices, data) for readable tiles of ``sel``; record unreadable ones."""
-    arr = fs._array(name)
+    arr = fs.array(name)
     if len(sel) and sel[-1] - sel[0] == len(sel) - 1:
         try:
             yield sel, np.asarray(arr[int(sel[0]) : int(sel[-1]) + 1])
             return
+        except (RemoteStoreError, StoreAccessError):
+            raise  # the store cannot be reached: not damage
         except Exception:
             pass  # fall through to single tiles
     for i in sel:
         try:
             yield np.array([i]), np.asarray(arr[int(i) : int(i) + 1])
+        except (RemoteStoreError, StoreAccessError):
+            raise
         except Exception as e:  # crc32c mismatch, truncated or undecodable chunk
             msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             rep.problems[str(ids[i])].append(f"{name}: unreadable chunk ({msg})")

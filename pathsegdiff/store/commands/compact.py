@@ -24,18 +24,16 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
 from pathsegdiff.errors import ConfigError, CorruptStoreError, NotAStoreError, SchemaError, StoreExistsError
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.cohort_columns import full_table
 from pathsegdiff.store.create import create_store
 from pathsegdiff.store.encodings import Calibration, bases_sha256, calibration_tiles, fit_bases, parse_preset
-from pathsegdiff.store.location import Location, parse_location, same_or_inside
+from pathsegdiff.store.backend.location import Location, parse_location, same_or_inside
 from pathsegdiff.store.reader import FeatureStore, open_store, read_root_attrs
-from pathsegdiff.store.verify import verify_store
+from pathsegdiff.store.commands.verify import verify_store
 
 BATCH = 8  # tiles read, encoded and written together
 
@@ -74,15 +72,6 @@ def check_compactable(fs: FeatureStore, where: str | os.PathLike) -> None:
                                 "run 'pathsegdiff store verify' and re-extract the damaged tiles before compacting")
 
 
-def records(fs: FeatureStore) -> list[S.TileRecord]:
-    """Every row of the tile table, cohort columns included."""
-    t = full_table(fs)
-    return [S.TileRecord(tile_id=str(t["tile_id"][i]), slide_id=str(t["slide_id"][i]), x=int(t["x"][i]),
-                         y=int(t["y"][i]), mpp=float(t["mpp"][i]), split=str(t["split"][i]),
-                         patient=str(t["patient"][i]), level=int(t["level"][i]), annotated=float(t["annotated"][i]))
-            for i in range(len(t["tile_id"]))]
-
-
 def fit_store_bases(fs: FeatureStore, components: int, calibration: Calibration) -> dict:
     """One basis per block and timestep, on a seeded sample of the written tiles spread over slides."""
     written = fs.written()
@@ -97,15 +86,10 @@ def fit_store_bases(fs: FeatureStore, components: int, calibration: Calibration)
 
 def _batch(fs: FeatureStore, idx: np.ndarray) -> S.TileBatch:
     tiles = [fs.read_tile(int(i)) for i in idx]
-    sch = fs.schema
-
-    def stack(name: str, keep: Any) -> np.ndarray | None:
-        return np.stack([getattr(t, name) for t in tiles]) if keep else None
-
+    beside = [a.kind for a in S.data_arrays(fs.schema) if a.kind in S.EXTRA_KINDS]  # labels, rgb, ... as stored
     return S.TileBatch(
         features={t: {b: np.stack([x.features[t][b] for x in tiles]) for b in fs.blocks} for t in fs.timesteps},
-        labels=stack("labels", sch.has_labels), instances=stack("instances", sch.store_instances),
-        rgb=stack("rgb", sch.store_rgb), ssl=stack("ssl", sch.ssl_dim), latent=stack("latent", sch.latent_shape),
+        **{kind: np.stack([getattr(x, kind) for x in tiles]) for kind in beside},
     )
 
 
@@ -192,7 +176,7 @@ def compact_store(src: str | os.PathLike, dst: str | os.PathLike, preset: str,
     dst_loc = parse_location(dst)
     target = _staging(dst_loc)
     try:
-        with create_store(target, schema, records(fs), provenance, overwrite=True, bases=bases) as w, \
+        with create_store(target, schema, fs.records(), provenance, overwrite=True, bases=bases) as w, \
                 tqdm(total=len(written), unit="tile", desc=f"compact {encoding.name}", disable=not progress) as bar:
             if len(failed):
                 reasons = fs.fail_reasons()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pathsegdiff.errors import PathsegdiffError, StoreReadOnlyError, StoreWriteError
-from pathsegdiff.store.location import Location, redact
+from pathsegdiff.store.backend.location import Location, redact
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from pathsegdiff.errors import ConfigError
-from pathsegdiff.store.copy import copy_store
+from pathsegdiff.store.commands.copy import copy_store
 
 
 def pack_store(

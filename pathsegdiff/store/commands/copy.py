@@ -16,20 +16,19 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
-
 from pathsegdiff.errors import ConfigError, CorruptStoreError, StoreExistsError
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.location import open_zarr_store, parse_location, same_or_inside
+from pathsegdiff.store.backend.remote import remote_errors
+from pathsegdiff.store.backend.zarr_compat import CpuBuffer, default_buffer_prototype, sync
+from pathsegdiff.store.backend.location import open_zarr_store, parse_location, same_or_inside
 from pathsegdiff.store.reader import FeatureStore, open_store
-from pathsegdiff.store.write_errors import write_errors
+from pathsegdiff.store.backend.write_errors import write_errors
 
 MANIFEST = "MANIFEST.sha256"
 
 
 def _keys(fs: FeatureStore) -> list[str]:
-    store = fs._group().store
+    store = fs.zarr_store
 
     async def collect() -> list[str]:
         return sorted([k async for k in store.list()])
@@ -62,8 +61,8 @@ def read_manifest(text: str) -> dict[str, str]:
 def check_manifest(where: str | os.PathLike) -> list[str]:
     """Problems found comparing a store's objects with its MANIFEST.sha256 (empty: all match)."""
     fs = open_store(where)
-    store = fs._group().store
-    if not sync(store.exists(MANIFEST)):
+    store = fs.zarr_store
+    if not fs.object_exists(MANIFEST):
         return [f"{where}: no {MANIFEST} in this store"]
     want = read_manifest(_get(store, MANIFEST).decode())
     have = set(_keys(fs))
@@ -78,7 +77,7 @@ def check_manifest(where: str | os.PathLike) -> list[str]:
 def copy_store(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
                progress: Callable[[int], None] | None = None) -> int:
     """Copy every object of ``src`` to ``dst`` (directory, .zip or URL); returns bytes copied."""
-    from pathsegdiff.store.lock import StoreLock
+    from pathsegdiff.store.backend.lock import StoreLock
 
     fs = open_store(src)
     src_loc, dst_loc = fs.location, parse_location(dst)
@@ -93,11 +92,11 @@ def copy_store(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool =
 
 
 def _copy_objects(fs: FeatureStore, dst, dst_loc, overwrite: bool, progress) -> int:
-    from pathsegdiff.store.verify import verify_store
+    from pathsegdiff.store.commands.verify import verify_store
 
     _refuse_existing(dst_loc, overwrite)
     keys = _keys(fs)
-    src_store = fs._group().store
+    src_store = fs.zarr_store
     lines, total = [], 0
     if dst_loc.kind == "zip":
         path = Path(dst_loc.raw.removeprefix("file://"))
@@ -118,16 +117,14 @@ def _copy_objects(fs: FeatureStore, dst, dst_loc, overwrite: bool, progress) -> 
         os.replace(tmp, path)
     else:
         dst_store = open_zarr_store(dst_loc, read_only=False)
-        from zarr.core.buffer import cpu
-
         for k in keys:
             data = _get(src_store, k)
-            sync(dst_store.set(k, cpu.Buffer.from_bytes(data)))
+            sync(dst_store.set(k, CpuBuffer.from_bytes(data)))
             lines.append(f"{hashlib.sha256(data).hexdigest()}  {k}")
             total += len(data)
             if progress:
                 progress(len(data))
-        sync(dst_store.set(MANIFEST, cpu.Buffer.from_bytes(("\n".join(lines) + "\n").encode())))
+        sync(dst_store.set(MANIFEST, CpuBuffer.from_bytes(("\n".join(lines) + "\n").encode())))
     problems = check_manifest(dst)
     rep = verify_store(dst)
     if problems or not rep.ok:
@@ -178,5 +175,6 @@ def _refuse_existing(loc, overwrite: bool) -> None:
     else:
         import fsspec
 
-        fsys, path = fsspec.core.url_to_fs(loc.raw)
-        fsys.rm(path, recursive=True)
+        with remote_errors(loc.raw):
+            fsys, path = fsspec.core.url_to_fs(loc.raw)
+            fsys.rm(path, recursive=True)

@@ -1,4 +1,12 @@
-"""A summary of a store for ``pathsegdiff store info``: counts, features, size, and a line per slide."""
+"""A summary of a store for ``pathsegdiff store info``: counts, features, size, and a line per slide.
+
+It answers from the metadata (root attributes, the tile table's columns it
+shows, the status) and never lists the store's objects: a store of a million
+tiles answers in under a second (``bench/store_meta.py``).  The size on disk,
+which needs every object, is measured only when asked (``--disk``); otherwise
+it is estimated from the uncompressed chunk sizes of the written tiles, and
+said so.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from pathsegdiff.store import schema as S
-from pathsegdiff.store.cohort_columns import full_table
 from pathsegdiff.store.reader import FeatureStore, open_store
+from pathsegdiff.store.tile_table import runs_of
 
 
 def bytes_on_disk(fs: FeatureStore) -> int | None:
@@ -30,23 +38,35 @@ def bytes_on_disk(fs: FeatureStore) -> int | None:
         return None
 
 
-def per_slide(fs: FeatureStore) -> list[dict[str, Any]]:
+def per_slide(fs: FeatureStore, status: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Tiles, status counts and annotated fraction of each slide, in store order; then the slides the latest run
-    left out (``--skip-errors``)."""
-    t = full_table(fs)
-    slides = np.asarray(t["slide_id"]).astype(str)
+    left out (``--skip-errors``).  From the table's runs (``schema.RUNS_ATTR``) and the status; a store made
+    before the runs reads its slide, patient, split and annotated columns instead."""
+    status = fs.status() if status is None else status
+    runs = fs.slide_runs()
+    if runs is None:
+        runs = runs_of(fs.records(), 0)
+    n = len(runs)
+    start = np.asarray([r[3] for r in runs], np.int64).reshape(n)
+    stop = np.asarray([r[4] for r in runs], np.int64).reshape(n)
+    counts = {}
+    for k in S.STATUS_NAMES:  # tiles of each status in each run, from running totals
+        total = np.concatenate([[0], np.cumsum(status == k)])
+        counts[k] = total[stop] - total[start]
+    slides: dict[str, dict[str, Any]] = {}
+    for r, run in enumerate(runs):
+        d = slides.setdefault(run[0], {"slide": run[0], "patient": run[1], "splits": set(), "tiles": 0,
+                                       **dict.fromkeys(S.STATUS_NAMES.values(), 0), "ann": [0.0, 0]})
+        d["splits"].add(run[2])
+        d["tiles"] += int(stop[r] - start[r])
+        for k, name in S.STATUS_NAMES.items():
+            d[name] += int(counts[k][r])
+        d["ann"] = [d["ann"][0] + run[5], d["ann"][1] + run[6]]
     out = []
-    for sid in dict.fromkeys(slides):
-        rows = slides == sid
-        st = t["status"][rows]
-        ann = t["annotated"][rows]
-        out.append({
-            "slide": sid, "patient": str(t["patient"][rows][0]),
-            "splits": sorted(set(np.asarray(t["split"][rows]).astype(str))), "tiles": int(rows.sum()),
-            **{S.STATUS_NAMES[k]: int((st == k).sum()) for k in S.STATUS_NAMES},
-            # mean over tiles of the share of each tile's pixels that hold a class; None: no annotations
-            "annotated": None if np.isnan(ann).all() else float(np.nanmean(ann)),
-        })
+    for d in slides.values():  # store order: by each slide's first tile
+        ann_sum, ann_n = d.pop("ann")
+        # mean over tiles of the share of each tile's pixels that hold a class; None: no annotations
+        out.append({**d, "splits": sorted(d["splits"]), "annotated": float(ann_sum / ann_n) if ann_n else None})
     source = fs.provenance.get("source")
     skipped = fs.meta.get("skipped_slides", source.get("skipped_slides", {}) if isinstance(source, dict) else {})
     out += [{"slide": path, "skipped": reason} for path, reason in skipped.items()]
@@ -62,11 +82,15 @@ def _slide_line(d: dict[str, Any]) -> str:
             f"{d['written']} written, {d['todo']} todo, {d['failed']} failed; {ann}")
 
 
-def store_info(where: str | os.PathLike) -> dict[str, Any]:
+def store_info(where: str | os.PathLike, disk: bool = False) -> dict[str, Any]:
+    """What ``store info`` prints.  ``disk``: measure the bytes on disk (lists every object: slow on a big or
+    remote store); else they are estimated from the written tiles' uncompressed chunk sizes."""
     fs = open_store(where)
+    fs.check_table()  # every table chunk there and checksummed (bytes only): damage is an error, not a summary
     status = fs.status()
     written = int((status == S.STATUS_WRITTEN).sum())
-    size = bytes_on_disk(fs)
+    slides = per_slide(fs, status)
+    size = bytes_on_disk(fs) if disk else None
     sch = fs.schema
     float16 = replace(sch, features=replace(sch.features, encoding="float16", basis_sha256="", dtype="float16"))
     return {
@@ -88,14 +112,27 @@ def store_info(where: str | os.PathLike) -> dict[str, Any]:
         "encoding": sch.features.encoding,
         "feature_bytes_per_tile": sch.feature_bytes_per_tile(),
         "float16_feature_bytes_per_tile": float16.feature_bytes_per_tile(),
-        "splits": {str(k): int(v) for k, v in zip(*np.unique(fs.table()["split"].astype(str), return_counts=True))},
-        "bytes_on_disk": size,
+        "splits": _splits(fs),
+        "bytes_on_disk": size,  # None unless measured (disk=True)
+        "bytes_estimated": written * sch.bytes_per_tile(),  # the written tiles' chunks, uncompressed
         "bytes_per_written_tile": (size // written) if (size and written) else None,
         "bytes_per_tile_uncompressed": sch.bytes_per_tile(),
-        "slides": per_slide(fs),
+        "slides": slides,
         "identity_fields": fs.meta["identity_fields"],
         "provenance": fs.provenance,
     }
+
+
+def _splits(fs: FeatureStore) -> dict[str, int]:
+    """Tiles per split, from the runs (or the split column of a store without them)."""
+    runs = fs.slide_runs()
+    if runs is None:
+        names, counts = np.unique(fs.table(["split"])["split"].astype(str), return_counts=True)
+        return {str(k): int(v) for k, v in zip(names, counts)}
+    out: dict[str, int] = {}
+    for run in runs:
+        out[run[2]] = out.get(run[2], 0) + run[4] - run[3]
+    return dict(sorted(out.items()))
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -113,8 +150,10 @@ def format_info(info: dict[str, Any]) -> str:
         + (f" ({info['float16_feature_bytes_per_tile'] / info['feature_bytes_per_tile']:.1f}x fewer bytes than float16)"
            if info["encoding"] != "float16" else ""),
         f"classes    {', '.join(info['classes']) or '(no labels)'} (ignore {info['ignore_index']})",
-        f"on disk    {mib(info['bytes_on_disk'])}; per written tile {mib(info['bytes_per_written_tile'])}"
-        f" (uncompressed {mib(info['bytes_per_tile_uncompressed'])})",
+        (f"on disk    {mib(info['bytes_on_disk'])}; per written tile {mib(info['bytes_per_written_tile'])}"
+         f" (uncompressed {mib(info['bytes_per_tile_uncompressed'])})" if info["bytes_on_disk"] is not None else
+         f"on disk    {mib(info['bytes_estimated'])} estimated (written tiles x uncompressed chunk sizes; "
+         f"--disk measures); per tile uncompressed {mib(info['bytes_per_tile_uncompressed'])}"),
         "provenance " + ", ".join(f"{k}={v}" for k, v in info["provenance"].items() if not isinstance(v, (dict, list))),
         f"slides     {sum('skipped' not in d for d in info['slides'])}"
         + (f" ({n} skipped)" if (n := sum('skipped' in d for d in info['slides'])) else ""),

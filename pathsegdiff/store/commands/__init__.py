@@ -1,0 +1,1 @@
+"""One module per ``pathsegdiff store`` command: info, ls, verify, copy, pack, compact."""
