@@ -21,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # plain click help: typer's rich panels print on/off flags as "--json <bool>"
 )
-store_app = typer.Typer(help="Inspect, verify and pack feature stores.", no_args_is_help=True, rich_markup_mode=None)
+store_app = typer.Typer(help="Inspect (info, ls), verify, copy, pack and compact feature stores.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(store_app, name="store")
 
 _state = {"debug": False}
@@ -211,7 +211,7 @@ def store_compact_cmd(
 def extract_cmd(
     source: Annotated[str, typer.Argument(help="Image folder (images/ + masks/), dataset root (--dataset), image or slide file, a folder of slides, or a CSV manifest of slides (columns slide, annotations, split, patient, mpp).")],
     out: Annotated[str, typer.Option("-o", "--out", help="Store to create or resume (directory or s3:// URL).")],
-    model: Annotated[str, typer.Option(help="A model directory, or a seeded untrained model for tests and the demo: tiny (UNet LDM), tiny-dit (diffusion transformer), tiny-vit (ViT foundation model).")] = "tiny",
+    model: Annotated[str, typer.Option(help="A model directory, he-tiny (the tiny UNet LDM trained on the bundled CC0 H&E slide), or a seeded untrained model for tests: tiny (UNet LDM), tiny-dit (diffusion transformer), tiny-vit (ViT foundation model).")] = "tiny",
     dataset: Annotated[str, typer.Option(help="auto, folder, bcss, glas or slide.")] = "auto",
     timesteps: Annotated[str | None, typer.Option(help="Comma-separated diffusion timesteps (default: 50,150; 0 for a ViT).")] = None,
     blocks: Annotated[str | None, typer.Option(help="Comma-separated blocks (default: the model's). A UNet's: mid, up0.pre, up0, up1, ...; a DiT's: block0..; a ViT's: layer0.. (docs/architecture.md).")] = None,
@@ -227,7 +227,7 @@ def extract_cmd(
     mpp: Annotated[float | None, typer.Option(help="Target resolution in um/px (slides and BCSS default to 0.5, images keep theirs).")] = None,
     source_mpp: Annotated[float | None, typer.Option(help="Resolution of the input in um/px, when its files do not record it.")] = None,
     split: Annotated[str, typer.Option(help="Split of every tile of a plain folder or slide: train, val, test or empty.")] = "",
-    min_tissue: Annotated[float, typer.Option(help="Slides: tissue fraction a tile needs.")] = 0.5,
+    min_tissue: Annotated[float, typer.Option(help="Slides: tissue fraction a tile needs; a tile holding annotated pixels is kept whatever its tissue (annotated glass included).")] = 0.5,
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names when there is no classes.txt.")] = None,
     annotations: Annotated[str | None, typer.Option(help="One slide's annotations: QuPath GeoJSON or a label mask (a cohort lists them in its manifest).")] = None,
     unknown_classes: Annotated[str, typer.Option(help="An annotation class not in the class names: refuse, or ignore (its pixels become the ignore index).")] = "refuse",
@@ -243,6 +243,7 @@ def extract_cmd(
     compact: Annotated[str, typer.Option(help="Feature encoding: float16 (default), int8 (2x fewer bytes), pcaK or pcaK-int8 (K principal components per block, e.g. pca64-int8; bases fitted on calibration tiles). See the README's 'Compact stores'.")] = "float16",
     calibration_tiles: Annotated[int, typer.Option(help="pcaK presets: tiles, spread over the slides, the bases are fitted on.")] = 32,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (inductor), channels-last; features within 1e-4 relative of eager; eager with one warning line if compiling fails.")] = False,
+    vit_input_size: Annotated[int | None, typer.Option("--vit-input-size", help="ViT models: resize each tile to this many px (a multiple of the patch size, e.g. 224) instead of the largest multiple not above the tile (252 for 256 px tiles at patch 14).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store instead of resuming it.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -265,7 +266,8 @@ def extract_cmd(
                                            min_tissue=min_tissue, annotations=annotations,
                                            unknown_classes=unknown_classes, annotated_only=annotated_only,
                                            skip_errors=skip_errors, progress=not quiet))
-    feats = FeatureConfig(blocks=split_list(blocks), timesteps=split_list(timesteps, int), draws=draws, seed=seed)
+    feats = FeatureConfig(blocks=split_list(blocks), timesteps=split_list(timesteps, int), draws=draws, seed=seed,
+                          input_size=vit_input_size)
     cfg = ExtractConfig(model=model, conditioning=conditioning, features=feats, batch_size=batch_size,
                         device=device, dtype=dtype, codec=codec, decode_workers=decode_workers, threads=threads,
                         shard_tiles=shard_tiles, limit=limit, skip_errors=skip_errors, overwrite=overwrite,
@@ -406,18 +408,111 @@ def compare_cmd(
     typer.echo(json.dumps(c.to_dict(), indent=2) if as_json else format_comparison(c))
 
 
+@app.command("pretrain")
+@guarded
+def pretrain_cmd(
+    sources: Annotated[list[str], typer.Argument(help="Unlabeled tiles: image folders, slides, cohort manifests or slide folders, or stores (their RGB).", metavar="SOURCE...")],
+    out: Annotated[str, typer.Option("-o", "--out", help="Model directory to write (a diffusers folder plus ssl_projection/); rerun to resume.")],
+    mpp: Annotated[list[float] | None, typer.Option("--mpp", help="Slides: tile at this resolution, um/px; repeat for several magnifications.")] = None,
+    tile_size: Annotated[int, typer.Option(help="Tile size, px, cut from each source.")] = 256,
+    stride: Annotated[int | None, typer.Option(help="Tile stride, px (default: the tile size).")] = None,
+    min_tissue: Annotated[float, typer.Option(help="Slides: tissue fraction a tile needs.")] = 0.5,
+    crop: Annotated[int, typer.Option(help="Training crops, px (a multiple of 16; the UNet is convolutional).")] = 128,
+    conditioning: Annotated[str, typer.Option(help="null | hipt:PATH | precomputed:PATH, as extract's --conditioning; extract loads the model with the same.")] = "null",
+    ae_steps: Annotated[int, typer.Option(help="Autoencoder (stage 1) optimizer steps.")] = 2000,
+    unet_steps: Annotated[int, typer.Option(help="UNet (stage 2) optimizer steps.")] = 10000,
+    ae_minutes: Annotated[float | None, typer.Option(help="Stage 1 ends after this many minutes of training, whatever its steps.")] = None,
+    unet_minutes: Annotated[float | None, typer.Option(help="Stage 2 ends after this many minutes of training, whatever its steps.")] = None,
+    batch_size: Annotated[int, typer.Option(help="UNet crops per step (the autoencoder takes half).")] = 16,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps per optimizer step.")] = 1,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (a killed run loses at most these).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the crops, noise and weights.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda (bf16 autocast on cuda).")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="Torch threads (default: torch's).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier pretrain output in OUT (never other files).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Train a conditioned latent diffusion model on unlabeled tiles (autoencoder, then UNet); resumable."""
+    import sys
+    from dataclasses import replace as _replace
+
+    from pathsegdiff.extract.pretrain import PretrainConfig, pretrain_paths
+    from pathsegdiff.tiles.datasets import SourceConfig
+
+    base = PretrainConfig()
+    config = PretrainConfig(
+        autoencoder=_replace(base.autoencoder, steps=ae_steps, batch_size=max(1, batch_size // 2),
+                             grad_accum=grad_accum, checkpoint_every=checkpoint_every),
+        unet=_replace(base.unet, steps=unet_steps, batch_size=batch_size, grad_accum=grad_accum,
+                      checkpoint_every=checkpoint_every),
+        crop=crop, conditioning=conditioning, seed=seed, device=device, threads=threads)
+    tiling = [SourceConfig(tile_size=tile_size, stride=stride, target_mpp=m, min_tissue=min_tissue)
+              for m in (mpp or [None])]
+    budget = {k: v for k, v in (("autoencoder", ae_minutes), ("unet", unet_minutes)) if v is not None}
+    r = pretrain_paths(sources, out, config, tiling, overwrite=overwrite, budget_minutes=budget or None,
+                       progress=not quiet, command=" ".join(sys.argv), echo=typer.echo)
+    typer.echo(r.line())
+
+
+@app.command("cluster")
+@guarded
+def cluster_cmd(
+    stores: Annotated[list[str], typer.Argument(help="Stores (a directory, a .zip or a URL); several are read as one: same features.", metavar="STORE...")],
+    out: Annotated[str, typer.Option("-o", "--out", metavar="DIR", help="Output folder: centroids, per-tile maps, an overlay and QuPath GeoJSON per slide, summary.json (refused if it holds anything but an earlier cluster output).")],
+    k: Annotated[int, typer.Option("-k", metavar="K", help="Clusters (kmeans) or concepts (nmf), 2 to 254.")] = 3,
+    method: Annotated[str, typer.Option(metavar="kmeans|nmf", help="kmeans (streaming MiniBatchKMeans) or nmf (MiniBatchNMF concepts of the standardised features split into positive and negative parts).")] = "kmeans",
+    blocks: Annotated[str | None, typer.Option(metavar="LIST", help="Comma-separated blocks; default: every block in the store.")] = None,
+    timesteps: Annotated[str | None, typer.Option(metavar="LIST", help="Comma-separated timesteps; default: all in the store.")] = None,
+    size: Annotated[int | None, typer.Option(metavar="PX", help="Map side in pixels per tile (default: the finest selected block's); blocks are resized to it.")] = None,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the tile order, the pixels drawn and the initialisation.")] = 0,
+    fit_pixels: Annotated[int, typer.Option(metavar="N", help="Pixels drawn per tile to fit on (0: all); every pixel is assigned afterwards.")] = 1024,
+    batch_tiles: Annotated[int, typer.Option(metavar="N", help="Tiles per partial_fit step.")] = 8,
+    passes: Annotated[int, typer.Option(metavar="N", help="Fitting passes over the tiles.")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier cluster output in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """An unsupervised tissue map from the stored features (k-means or NMF, no labels, no model)."""
+    from pathsegdiff.cluster import ClusterConfig, cluster_stores, summary_line
+
+    cfg = ClusterConfig(k=k, method=method, blocks=split_list(blocks), timesteps=split_list(timesteps, int),
+                        size=size, seed=seed, fit_pixels=fit_pixels, batch_tiles=batch_tiles, passes=passes)
+    summary = cluster_stores(stores, out, cfg, overwrite=overwrite, progress=not quiet, echo=typer.echo)
+    typer.echo(summary_line(summary, out))
+
+
+convert_app = typer.Typer(help="Convert published checkpoints into folders that --model loads.", no_args_is_help=True,
+                          rich_markup_mode=None)
+app.add_typer(convert_app, name="convert")
+
+
+@convert_app.command("timm-vit")
+@guarded
+def convert_timm_vit_cmd(
+    checkpoint: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="A timm-layout ViT checkpoint as published (UNI's or UNI-2h's pytorch_model.bin, or a .safetensors file), or the downloaded folder holding it.")],
+    arch: Annotated[str, typer.Option(metavar="uni|uni2-h", help="uni (ViT-L/16, as MahmoodLab/UNI) or uni2-h (ViT-H/14 with SwiGLU and 8 register tokens, as MahmoodLab/UNI2-h).")],
+    out: Annotated[str, typer.Option("-o", "--out", metavar="DIR", help="Folder to write: config.json, model.safetensors, preprocessor_config.json (pass it to extract --model).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier conversion in --out (nothing else is ever replaced).")] = False,
+) -> None:
+    """Convert a UNI / UNI-2h checkpoint (timm layout) into the transformers DINOv2 folder the ViT family loads."""
+    from pathsegdiff.extract.backbones.convert_timm import convert_timm_vit
+
+    folder = convert_timm_vit(checkpoint, arch, out, overwrite=overwrite)
+    typer.echo(f"{folder}: converted from {checkpoint} ({arch}); extract with --model {folder}")
+
+
 @app.command("demo")
 @guarded
 def demo_cmd(
     out: Annotated[str, typer.Option("-o", "--out", help="Output directory.")] = "demo_out",
     slide: Annotated[str | None, typer.Option(help="Another H&E slide instead of the bundled CC0 one.")] = None,
     epochs: Annotated[int, typer.Option(help="Most training epochs for the head.")] = 15,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    model: Annotated[str, typer.Option(help="he-tiny (trained on this slide without the demo's test tiles) or tiny (seeded, untrained).")] = "he-tiny",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier demo output in OUT (never other files).")] = False,
 ) -> None:
-    """The whole job on a real H&E slide with the tiny model: extract, train, evaluate, predict."""
+    """The whole job on a real H&E slide with he-tiny (trained here on that slide): extract, train, evaluate, predict."""
     from pathsegdiff.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(epochs=epochs, **({"slide": slide} if slide else {}))
+    cfg = DemoConfig(epochs=epochs, model=model, **({"slide": slide} if slide else {}))
     run_demo(out, cfg, overwrite=overwrite, echo=typer.echo)
 
 

@@ -13,6 +13,7 @@ refused with how many and why (``coverage.py``), never used for part of the slid
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -23,8 +24,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pathsegdiff.errors import ConfigError, IdentityMismatchError
-from pathsegdiff.output_dir import OutputKind, check_output_dir, replace_output_dir
+from pathsegdiff.errors import ConfigError
+from pathsegdiff.output_dir import OutputKind, check_output_dir, replace_output_dir, require_room, written_or_removed
 from pathsegdiff.predict.coverage import match_store
 from pathsegdiff.predict.inputs import ImageInput, SlideInput, open_input
 from pathsegdiff.predict.outputs import MaskCanvas, overlay, write_geojson, write_png, write_pyramid_tiff
@@ -65,13 +66,34 @@ class PredictResult(dict):
                 f"({self['outputs']['mask']}, overlay.png, regions.geojson, prediction.json)")
 
 
-def _check_model_matches(meta, backbone, conditioner) -> None:
+def _check_model_matches(meta, backbone, conditioner, cfg: PredictConfig) -> None:
+    """The model and conditioning must be the ones the head's features came from; the error names them."""
     want = meta.store_identity_fields
     have = {"model_id": backbone.model_id, "weights_sha256": backbone.weights_sha256,
             "conditioning": conditioner.name}
     diff = {k: (want.get(k), v) for k, v in have.items() if want.get(k) != v}
-    if diff:
-        raise IdentityMismatchError(f"head trained on store {meta.store_identity}", diff)
+    if not diff:
+        return
+    fix = []
+    if "model_id" in diff or "weights_sha256" in diff:
+        fix.append(f"--model {_model_option(str(want.get('model_id')))}")
+    if "conditioning" in diff:
+        fix.append(f"--conditioning {want.get('conditioning')} (with the file it was extracted with)")
+    fields = "; ".join(f"{k}: head's features {a!r}, this run {b!r}" for k, (a, b) in diff.items())
+    raise ConfigError(f"the head was trained on features of model {want.get('model_id')} with conditioning "
+                      f"{want.get('conditioning')}, not {cfg.model} with {cfg.conditioning} ({fields}); "
+                      f"pass {' and '.join(fix)}")
+
+
+def _model_option(model_id: str) -> str:
+    """What to pass as --model for a recorded model id: a built-in's name, else the model directory it names."""
+    from pathsegdiff.extract.backbones.registry import builtin_ids
+
+    for name in sorted(builtin_ids(), key=len, reverse=True):
+        if re.fullmatch(rf"{re.escape(name)}-v\d+", model_id):
+            return name
+    kind, _, folder = model_id.partition(":")
+    return f"the model directory '{folder or model_id}' the store was extracted with"
 
 
 def _featurizer(cfg: PredictConfig, meta):
@@ -81,7 +103,7 @@ def _featurizer(cfg: PredictConfig, meta):
 
     backbone = load_on_device(cfg.model, cfg.device)
     conditioner = make_conditioner(cfg.conditioning, backbone, device=cfg.device)
-    _check_model_matches(meta, backbone, conditioner)  # before the head's blocks are looked up in the model
+    _check_model_matches(meta, backbone, conditioner, cfg)  # before the head's blocks are looked up in the model
     ident = meta.store_identity_fields
     fcfg = FeatureConfig(blocks=meta.blocks, timesteps=meta.timesteps, draws=int(ident.get("draws", 1)),
                          seed=int(ident.get("noise_seed", 0)))
@@ -153,6 +175,8 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
     tile = int(meta.store_identity_fields.get("tile_size", 256))
     stitch = StitchConfig(tile=tile, overlap=tile // 4 if cfg.overlap is None else cfg.overlap, window=cfg.window)
     source = open_input(input_path, tile, stitch, cfg.target_mpp, cfg.min_tissue, cfg.source_mpp)
+    # the disk-backed mask (1 byte a pixel), the pyramidal mask beside it, and small files
+    require_room(out, 2 * source.height * source.width + 16 * 2**20, "the prediction")
     echo(source.preflight(stitch))
     if cfg.store:
         tiles, origin = _store_tiles(source, cfg, meta, stitch, echo)
@@ -162,7 +186,21 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
         tiles = _extracted_tiles(source, _featurizer(cfg, meta), cfg, stitch)
         origin = {"from_store": 0, "computed": source.n_tiles(stitch)}
     rgb_of = {(t.y, t.x): t.key for t in source.plan(stitch)} if needs_rgb(head) else None  # rgb-fcn: the tile's RGB
-    replace_output_dir(out, PREDICT_OUTPUT, overwrite)
+    with written_or_removed(out, "the prediction"):  # a disk that fills meanwhile: one line, nothing left
+        replace_output_dir(out, PREDICT_OUTPUT, overwrite)
+        summary = _write_prediction(out, source, head, meta, tiles, stitch, rgb_of, cfg.device)
+        summary.update({"input": str(input_path), "head": str(head_run), **origin, "config": asdict(cfg),
+                        "stitch": stitch.to_dict(), "seconds": round(time.perf_counter() - t0, 1)})
+        (out / "prediction.json").write_text(json.dumps(summary, indent=1))
+    return PredictResult(summary, out)
+
+
+def _write_prediction(out: Path, source, head, meta, tiles, stitch: StitchConfig, rgb_of: dict | None,
+                      device: str) -> dict:
+    """Fuse the tiles' logits into the mask, write the mask, GeoJSON and overlay; the summary's own fields.
+
+    ``rgb_of``: (y, x) -> the tile's key in ``source``, for a head that also takes the tile's RGB."""
+    tile = stitch.tile
     canvas = MaskCanvas(source.height, source.width, out)
     fuser = LogitFuser(source.height, source.width, len(meta.class_names), stitch)
     n = 0
@@ -170,8 +208,8 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
         with torch.no_grad(), tqdm(total=source.n_tiles(stitch), desc="predict", unit="tile") as bar:
             for y, x, feats in tiles:
                 rgb = None if rgb_of is None else torch.from_numpy(  # (1, 3, S, S) in [0, 1]
-                    np.ascontiguousarray(source.tile_rgb(rgb_of[(y, x)]))[None]).float().div(255).to(cfg.device)
-                inputs = HeadInputs(to_device(feats, torch.device(cfg.device)), (tile, tile), rgb)
+                    np.ascontiguousarray(source.tile_rgb(rgb_of[(y, x)]))[None]).float().div(255).to(device)
+                inputs = HeadInputs(to_device(feats, torch.device(device)), (tile, tile), rgb)
                 logits = head_logits(head, inputs, len(meta.class_names))[0].float().cpu().numpy()  # (K, S, S)
                 for y0, strip in fuser.add(y, x, logits):
                     canvas.put_strip(y0, strip)
@@ -192,17 +230,14 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
         counts = np.bincount(small.ravel(), minlength=256)
     finally:
         canvas.close()
-    summary = {
-        "input": str(input_path), "kind": "slide" if slide else "image", "head": str(head_run),
-        "size": [source.height, source.width], "mpp": source.mpp if source.mpp == source.mpp else None,
-        "tiles": n, **origin, "regions": n_regions, "config": asdict(cfg), "stitch": stitch.to_dict(),
+    return {
+        "kind": "slide" if slide else "image",
+        "width": source.width, "height": source.height,  # as the console prints it: W x H
+        "mpp": source.mpp if source.mpp == source.mpp else None, "tiles": n, "regions": n_regions,
         "class_fractions": {name: float(counts[k] / max(1, counts[: len(meta.class_names)].sum()))
                             for k, name in enumerate(meta.class_names)},
         "outputs": {"mask": mask_path.name, "overlay": "overlay.png", "geojson": "regions.geojson"},
-        "seconds": round(time.perf_counter() - t0, 1),
     }
-    (out / "prediction.json").write_text(json.dumps(summary, indent=1))
-    return PredictResult(summary, out)
 
 
 __all__ = ["ImageInput", "PredictConfig", "PredictResult", "SlideInput", "predict"]

@@ -158,3 +158,20 @@ def test_output_loads_as_a_conditioned_backbone(tmp_path):
     assert z.shape == (4, 3, 8, 8) and context.shape == (4, 2, 64)
     assert all(torch.isfinite(f).all() for f in feats.values())
     assert set(feats) == {"up1", "up2"}
+
+
+def test_the_cli_pretrains_then_extract_loads_the_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from pathsegdiff.cli import app
+
+    tiles = Path(__file__).parents[1] / "data" / "he_tiles"
+    model = tmp_path / "model"
+    r = CliRunner().invoke(app, ["pretrain", str(tiles), "-o", str(model), "--tile-size", "64", "--crop", "32",
+                                 "--ae-steps", "2", "--unet-steps", "2", "--batch-size", "2", "--threads", "1",
+                                 "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "unet 2 steps" in r.output and str(model) in r.output
+    r = CliRunner().invoke(app, ["extract", str(tiles), "-o", str(tmp_path / "s.zarr"), "--model", str(model),
+                                 "--tile-size", "64", "--limit", "2", "--quiet"])
+    assert r.exit_code == 0 and "2 tiles written" in r.output, r.output

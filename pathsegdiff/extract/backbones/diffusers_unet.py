@@ -106,7 +106,8 @@ def _empty_prompt(root: Path, context_dim: int) -> tuple[torch.Tensor, str]:
     return context, "null context is the empty-prompt text embedding"
 
 
-def load_diffusers_folder(root: Path) -> LDM:
+def load_diffusers_folder(root: Path, model_id: str | None = None) -> LDM:
+    """The folder's LDM; ``model_id``: the id a built-in model ships under (default ``diffusers:<folder name>``)."""
     unet_config = read_model_json(root / "unet" / "config.json", LAYOUT)
     vae_config = read_model_json(root / "vae" / "config.json", LAYOUT)
     scheduler_config = read_model_json(root / "scheduler" / "scheduler_config.json", LAYOUT)
@@ -138,7 +139,7 @@ def load_diffusers_folder(root: Path) -> LDM:
         conditioning = dict(null_context=context, context_tokens=int(context.shape[1]), ssl_dim=0)
         notes, ssl_config = (note,), None
     return LDM(
-        model_id=f"diffusers:{root.name}",
+        model_id=model_id or f"diffusers:{root.name}",
         weights_sha256=state_dict_sha256(unet, vae, holder),
         config_sha256=config_sha256({"unet": unet_config, "vae": vae_config, "scheduler": scheduler_config,
                                      **({"ssl_projection": ssl_config} if ssl_config else {})}),

@@ -1,8 +1,8 @@
 """Model families by name: ``--model`` resolves to one of them, and a new family is one line here.
 
-``--model`` is either a built-in seeded id (``tiny``, ``tiny-dit``,
-``tiny-vit``) or a local model directory, which the first family that
-recognises it loads.  Nothing here or in the loaders touches the network.
+``--model`` is either a built-in id (the seeded ``tiny``, ``tiny-dit`` and
+``tiny-vit``, and ``he-tiny``, trained on the bundled H&E slide) or a local
+model directory, which the first family that recognises it loads.  Nothing here or in the loaders touches the network.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pathsegdiff.errors import ModelLoadError
-from pathsegdiff.extract.backbones import compvis, diffusers_unet, dit, tiny, vit
+from pathsegdiff.extract.backbones import compvis, diffusers_unet, dit, he_tiny, tiny, vit
 from pathsegdiff.extract.backbones.base import Backbone, Family
 
 FAMILIES: tuple[Family, ...] = (
     tiny.FAMILY,
+    he_tiny.FAMILY,
     compvis.FAMILY,
     diffusers_unet.FAMILY,
     dit.FAMILY,

@@ -60,6 +60,12 @@ class PretrainResult:
     scale_factor: float | None
     finished: bool
 
+    def line(self) -> str:
+        stages = ", ".join(f"{name} {self.steps.get(name, 0)} steps (loss {self.final_loss.get(name, float('nan')):.4f}, "
+                           f"{self.wall_s.get(name, 0.0):.0f} s)" for name in self.steps)
+        state = "" if self.finished else " (not finished: rerun the same command to resume)"
+        return f"{stages} -> {self.out_dir}{state}"
+
 
 def _prepare(out: Path, overwrite: bool) -> None:
     """A new or empty folder, or (to resume) this command's own earlier output; ``overwrite`` starts afresh."""

@@ -37,7 +37,7 @@ from pathsegdiff.extract.run.cluster import ClusterConfig, connect, visible_gpus
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.extract.run.describe import describe_model, load_featurizer
 from pathsegdiff.extract.run.loop import extract_tiles
-from pathsegdiff.extract.run.plan import ExtractionPlan, refuse_if_locked, remote_errors, require_tiles
+from pathsegdiff.extract.run.plan import ExtractionPlan, refuse_if_locked, require_tiles
 from pathsegdiff.store import StoreWriter
 from pathsegdiff.store.backend.location import parse_location
 from pathsegdiff.store.backend.partial import remove_partial_writes
@@ -99,7 +99,7 @@ def _extract_range(source, store: str, token: str, cfg: ExtractConfig, todo: np.
         return [], []
     if cfg.decode_workers and multiprocessing.current_process().daemon:  # a daemon cannot have children
         cfg = replace(cfg, decode_workers=0)
-    with _on_worker(cfg), remote_errors(store):
+    with _on_worker(cfg):
         featurizer = _featurizer(cfg)
         w = _cached(("writer", token), lambda: StoreWriter(parse_location(store), lock=None, owns_status=False))
         w.take_collected()  # a rerun task on this worker starts with nothing collected

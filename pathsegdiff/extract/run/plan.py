@@ -28,14 +28,14 @@ import numpy as np
 import torch
 
 from pathsegdiff import __version__
-from pathsegdiff.errors import ConfigError, InputError, NotAStoreError, OutputError, StoreWriteError
+from pathsegdiff.errors import ConfigError, InputError, NotAStoreError, OutputError
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.extract.run.calibrate import BatchRecorder, pca_bases
 from pathsegdiff.extract.run.config import ExtractConfig, ExtractSummary
 from pathsegdiff.extract.run.describe import describe_model
 from pathsegdiff.store import StoreSchema, StoreWriter, open_or_create, open_store
 from pathsegdiff.store.grow import record_skipped_slides
-from pathsegdiff.store.backend.location import is_remote_client_error, parse_location, redact
+from pathsegdiff.store.backend.location import parse_location
 from pathsegdiff.store.encodings import parse_preset
 from pathsegdiff.store.backend.lock import StoreLock
 from pathsegdiff.store.schema import STATUS_FAILED, STATUS_WRITTEN
@@ -50,18 +50,6 @@ def provenance(source: TileSource, cfg: ExtractConfig, facts: dict, **extra) -> 
             "torch_version": torch.__version__, "device": cfg.device,
             # CPU features differ in their last bits between thread counts: record it
             "torch_threads": cfg.threads or torch.get_num_threads(), "pathsegdiff_version": __version__, **extra}
-
-
-@contextlib.contextmanager
-def remote_errors(store: str):
-    """A remote store's client failing (botocore, aiohttp: no OSError, so the store layer lets them by) as one line."""
-    try:
-        yield
-    except Exception as e:
-        if not is_remote_client_error(e):
-            raise
-        raise StoreWriteError(f"{store}: the store's server failed ({type(e).__name__}: {redact(e)}). "
-                              "Tiles not yet written stay todo: rerun to resume") from e
 
 
 def align_to_store(source: TileSource, store: str, overwrite: bool = False) -> tuple[TileSource, int]:
@@ -184,9 +172,10 @@ class ExtractionPlan:
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[StoreWriter]:
-        """The store, created or resumed (identity checked, lock held), with remote failures on one line."""
-        with remote_errors(self.store), open_or_create(self.store, self.schema, self.source.records, self.provenance,
-                                                       overwrite=self.cfg.overwrite, bases=self.bases) as w:
+        """The store, created or resumed (identity checked, lock held); a remote store's client failures are
+        translated by the store itself (store/backend/remote.py), on every later write too."""
+        with open_or_create(self.store, self.schema, self.source.records, self.provenance,
+                            overwrite=self.cfg.overwrite, bases=self.bases) as w:
             yield w
 
     def begin(self, w: StoreWriter, progress: bool = False) -> np.ndarray:
@@ -222,4 +211,4 @@ class ExtractionPlan:
 
 
 __all__ = ["ExtractionPlan", "align_to_store", "describe_model", "log_failures", "preflight", "provenance",
-           "refuse_if_locked", "remote_errors"]
+           "refuse_if_locked"]
