@@ -1,7 +1,7 @@
 """Soak: SIGKILL ``pathsegdiff extract`` at many seeded points; each resume must give the uninterrupted store.
 
 The long form of tests/faults/test_kill_extract.py, with the same machinery
-(tests/faults/kill_points.py and kill_extract_child.py): seed k kills at a
+(tests/helpers/kill_points.py and kill_extract_child.py): seed k kills at a
 point of phase k mod 5 (model load, store creation, mid-batch in the UNet
 forward, mid-write, finalisation), then resumes with the ordinary CLI and
 compares every object with an uninterrupted run.  Prints one line per point,
@@ -24,9 +24,9 @@ from collections import Counter
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path[:0] = [str(TESTS / "faults"), str(TESTS / "store")]
+sys.path.insert(0, str(TESTS))  # the tests' helpers package (a script is run with bench/ on its path, not tests/)
 
-from kill_points import PHASES, KillHarness, plan  # noqa: E402
+from helpers.kill_points import PHASES, KillHarness, plan  # noqa: E402
 
 
 def main() -> int:

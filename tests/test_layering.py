@@ -144,3 +144,76 @@ def test_store_sublayers_are_where_the_test_expects():
     """The sub-packages exist (a move that renames them must update STORE_LAYERS)."""
     for package in ("commands", "backend", "encodings"):
         assert (PACKAGE / "store" / package / "__init__.py").is_file(), package
+
+
+# bench/ (scripts run as ``python bench/NAME.py``, importing each other by file name) and the tests' helpers
+# package (``helpers``) keep the package's rules: no import loop, small modules.  Test modules share code only
+# through ``helpers`` and conftest fixtures: no test module imports another, none edits the import path, and every
+# module under tests/ that is not a test, a conftest or a data generator (tests/data/) lives in tests/helpers/.
+ROOT = PACKAGE.parent
+BENCH = ROOT / "bench"
+TESTS = ROOT / "tests"
+BENCH_LONGER = {
+    "store_io.py": "one benchmark, four contestants timed in rotation; 38 of its lines are the docstring defining them",
+}
+
+
+def folder_graph(folder: Path, prefix: str = "") -> dict[str, set[str]]:
+    """Imports among the modules of ``folder``, named ``prefix`` + file stem (also those inside functions)."""
+    modules = {prefix + p.stem: p for p in folder.glob("*.py") if p.stem != "__init__"}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def test_bench_has_no_import_loops():
+    graph = folder_graph(BENCH)
+    assert graph["host_rate"] and graph["extract"], "the graph sees bench's imports of its own modules"
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_bench_scripts_are_small():
+    long = {p.name: n for p in BENCH.glob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert set(long) <= set(BENCH_LONGER), {k: v for k, v in long.items() if k not in BENCH_LONGER}
+
+
+def test_test_helpers_have_no_import_loops():
+    graph = folder_graph(TESTS / "helpers", "helpers.")
+    assert graph["helpers.kill_points"], "the graph sees the helpers' imports of one another"
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def _test_code() -> list[Path]:
+    return [p for p in TESTS.rglob("*.py") if "data" not in p.relative_to(TESTS).parts[:1]]
+
+
+def test_test_modules_share_code_only_through_helpers():
+    wrong = []
+    for path in _test_code():
+        where = path.relative_to(ROOT)
+        if not (path.name.startswith("test_") or path.name == "conftest.py" or "helpers" in where.parts):
+            wrong.append(f"{where}: not a test or a conftest; shared code goes in tests/helpers/")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
+                wrong.append(f"{where}:{node.lineno}: edits the import path (pyproject's pythonpath finds helpers)")
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            wrong += [f"{where}:{node.lineno}: imports {n}" for n in names if n.split(".")[-1].startswith(
+                ("test_", "conftest"))]
+    assert not wrong, wrong
+
+
+def test_the_folder_graph_sees_imports_inside_functions(tmp_path):
+    (tmp_path / "a.py").write_text("import b\n")
+    (tmp_path / "b.py").write_text("def f():\n    from a import g\n")
+    assert find_cycle(folder_graph(tmp_path)) == ["a", "b", "a"]

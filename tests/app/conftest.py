@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-STORE_TESTS = Path(__file__).parents[1] / "store"
-if str(STORE_TESTS) not in sys.path:  # store_bytes, as the fault tests compare stores
-    sys.path.insert(0, str(STORE_TESTS))
 
 
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory):
-    """The cohort's files (``cohort_data.make_cohort``)."""
+    """The cohort's files (``helpers.cohort_data.make_cohort``)."""
     pytest.importorskip("tiffslide")
-    from cohort_data import make_cohort
+    from helpers.cohort_data import make_cohort
 
     return make_cohort(tmp_path_factory.mktemp("cohort"))
 
@@ -24,7 +17,7 @@ def cohort(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cohort_store(cohort, tmp_path_factory):
     """One store of the three-slide manifest (a.tif, b.tif, the .svs): (path, CLI output)."""
-    from cohort_data import extract
+    from helpers.cohort_data import extract
 
     out = tmp_path_factory.mktemp("stores") / "cohort.zarr"
     code, output = extract(cohort["manifest"], out)

@@ -1,6 +1,6 @@
 """A cohort of annotated slides in one store: the tile table, labels against polygon areas, QC, info, refusals.
 
-The cohort (``cohort_data.py``): two pyramidal TIFFs cut from the bundled CC0 slide (one at 0.5 um/px, one
+The cohort (``helpers/cohort_data.py``): two pyramidal TIFFs cut from the bundled CC0 slide (one at 0.5 um/px, one
 declared at 0.25) and the .svs itself, with QuPath GeoJSON (a polygon with a hole, a MultiPolygon, a detection,
 a class outside the map), extracted at 1 um/px in 128 px tiles with the tiny model.
 """
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import shapely
 from PIL import Image
-from test_resume import store_bytes
 from typer.testing import CliRunner
 
-import cohort_data as cd
-from cohort_data import extract
+from helpers import cohort_data as cd
+from helpers.cohort_data import extract
+from helpers.stores import store_bytes
 from pathsegdiff.cli import app
 from pathsegdiff.store import open_store
 from pathsegdiff.store.tile_table import full_table

@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_resume import store_bytes
 
-import cohort_data as cd
-from cohort_data import extract
+from helpers import cohort_data as cd
+from helpers.cohort_data import extract
+from helpers.stores import store_bytes
 
 pytest.importorskip("distributed")
 TILES = Path(__file__).parents[1] / "data" / "he_tiles"

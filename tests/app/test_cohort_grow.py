@@ -6,11 +6,11 @@ import shutil
 import sys
 
 import numpy as np
-from test_resume import store_bytes
-from sigkill import run_then_sigkill
 
-import cohort_data as cd
-from cohort_data import COHORT_ARGS, extract
+from helpers import cohort_data as cd
+from helpers.cohort_data import COHORT_ARGS, extract
+from helpers.sigkill import run_then_sigkill
+from helpers.stores import store_bytes
 from pathsegdiff.store import open_store
 from pathsegdiff.store.tile_table import full_table
 from pathsegdiff.store.create import open_or_create

@@ -6,12 +6,8 @@ map) and a point object (no area); ``b.tif`` and the .svs have neither.
 
 from __future__ import annotations
 
+from helpers.cohort_data import extract
 from pathsegdiff.store import open_store
-
-try:  # the test-helpers package (tests/helpers/); drop the fallback once that move is committed
-    from helpers.cohort_data import extract
-except ImportError:  # before it: tests/app/cohort_data.py
-    from cohort_data import extract
 
 A_LINE = ("a.tif: a.geojson: classes not in the class map ignored: 'Necrosis' (1 polygon); "
           "1 point or line object without an area skipped")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from slides import write_slide_crop
 from typer.testing import CliRunner
 
+from helpers.slides import write_slide_crop
 from pathsegdiff.cli import app
 
 runner = CliRunner()

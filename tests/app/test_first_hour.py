@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import synth
 from pathsegdiff import __version__
 from pathsegdiff.cli import app
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
-import synth  # noqa: E402
 
 TILES = Path(__file__).parents[1] / "data" / "he_tiles"
 runner = CliRunner()

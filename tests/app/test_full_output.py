@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_predict import make_head
 from typer.testing import CliRunner
 
+from helpers.heads import tiny_model_head
 from pathsegdiff.cli import app
 
 DATA = Path(__file__).parents[1] / "data"
@@ -46,7 +46,7 @@ def _one_line(argv: list[str], folder: Path) -> str:
 
 @pytest.fixture(scope="module")
 def head_run(tmp_path_factory):
-    return make_head(tmp_path_factory.mktemp("head"))
+    return tiny_model_head(tmp_path_factory.mktemp("head"))
 
 
 @pytest.fixture

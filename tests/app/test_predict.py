@@ -7,45 +7,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy import ndimage
 from typer.testing import CliRunner
 
+from helpers.heads import CLASSES, tiny_model_head
 from pathsegdiff.cli import app
 from pathsegdiff.colours import class_colour
-from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.predict.inputs import ImageInput
 from pathsegdiff.predict.run import PredictConfig, _extracted_tiles, _featurizer
-from pathsegdiff.store import BlockSpec, FeatureSpec
-from pathsegdiff.train_head.checkpoint import HeadMeta, build_head, load_head, save_head
-from pathsegdiff.train_head.heads import HeadConfig
+from pathsegdiff.train_head.checkpoint import load_head
 from pathsegdiff.predict.stitch import StitchConfig, fuse_tiles
 
 DATA = Path(__file__).parents[1] / "data"
 IMAGE = DATA / "target_image.png"
 TILE = 128
-CLASSES = ("background", "nuclei", "stroma")
 runner = CliRunner()
-
-
-def make_head(run_dir: Path, tile: int = TILE, weights_sha256: str | None = None) -> Path:
-    """An FCN head with seeded random weights, recorded as trained on a tiny-model store."""
-    featurizer = Featurizer.load("tiny")
-    ldm, fcfg = featurizer.backbone, featurizer.cfg
-    shapes = featurizer.block_shapes(tile)
-    blocks = tuple(BlockSpec(b, *shapes[b]) for b in fcfg.blocks)
-    spec = FeatureSpec(ldm.model_id, weights_sha256 or ldm.weights_sha256, blocks, fcfg.timesteps, tile_size=tile)
-    torch.manual_seed(0)
-    config = HeadConfig("fcn", blocks, fcfg.timesteps, len(CLASSES), tile)
-    head = build_head(config)
-    save_head(run_dir, head, HeadMeta(config, CLASSES, 255, spec.identity(), spec.identity_fields()))
-    return run_dir
 
 
 @pytest.fixture(scope="module")
 def head_run(tmp_path_factory):
-    return make_head(tmp_path_factory.mktemp("head"))
+    return tiny_model_head(tmp_path_factory.mktemp("head"))
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +109,9 @@ def test_predict_slide_writes_pyramidal_tiff(tmp_path):
     pytest.importorskip("tiffslide")
     import tifffile
 
-    from slides import write_slide_crop
+    from helpers.slides import write_slide_crop
 
-    run = make_head(tmp_path / "head256", tile=256)
+    run = tiny_model_head(tmp_path / "head256", tile=256)
     out = tmp_path / "slide"
     slide = write_slide_crop(tmp_path / "crop.tif", size=2048)  # the reader's path, half the tiles
     r = runner.invoke(app, ["predict", str(slide), "--head", str(run), "-o", str(out),
@@ -150,7 +132,7 @@ def test_bad_inputs(tmp_path, head_run, small_image):
     notes.write_text("not an image")
     r = runner.invoke(app, ["predict", str(notes), "--head", str(head_run), "-o", str(tmp_path / "o1")])
     assert r.exit_code == 1 and "notes.png" in r.output and "Traceback" not in r.output
-    other = make_head(tmp_path / "other", weights_sha256="e" * 64)
+    other = tiny_model_head(tmp_path / "other", weights_sha256="e" * 64)
     r = runner.invoke(app, ["predict", str(small_image), "--head", str(other), "-o", str(tmp_path / "o2")])
     assert r.exit_code == 1 and "weights_sha256" in r.output
     r = runner.invoke(app, ["predict", str(small_image), "--head", str(tmp_path / "nohead"), "-o", str(tmp_path / "o3")])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +22,13 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from helpers.compvis import UNET_YAML, write_log_dir
+from helpers.dino import dino_vit_s16
+from helpers.slides import write_slide_crop
 from pathsegdiff.cli import app
 
 ROOT = Path(__file__).parents[2]
 DATA = ROOT / "tests" / "data"
-sys.path.insert(0, str(ROOT / "tests" / "extract"))
-from test_compvis_parity import UNET_YAML, write_log_dir  # noqa: E402
-from test_conditioning import dino_vit_s16  # noqa: E402
-
-from slides import write_slide_crop  # noqa: E402  (tests/app/slides.py)
-
 runner = CliRunner()
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the extraction tests: the tiny model, loaded once per session."""
+"""Fixtures for the extraction tests: the tiny model, loaded once per session, and the reference store."""
 
 from __future__ import annotations
 
@@ -20,3 +20,14 @@ def tiles():
     gen = torch.Generator().manual_seed(0)
     rgb = torch.randint(0, 256, (7, 3, 64, 64), generator=gen, dtype=torch.uint8)
     return rgb, [f"slide/{i}" for i in range(7)]
+
+
+@pytest.fixture(scope="module")
+def reference(one_thread, tmp_path_factory):
+    """The bundled H&E tiles extracted in one process, batch 7, one torch thread (test_job.py, test_distributed.py)."""
+    from helpers.he_tiles import TILES, extract
+
+    out = tmp_path_factory.mktemp("ref") / "s.zarr"
+    code, output = extract(TILES, out, "--batch-size", "7")
+    assert code == 0, output
+    return out

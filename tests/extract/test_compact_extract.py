@@ -9,11 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers.he_tiles import TILES  # the same tiles as test_job.py
+from helpers.stores import data_bytes  # every object but the root document
 from pathsegdiff.cli import app
 from pathsegdiff.store import open_store
 from pathsegdiff.store.encodings import relative_error
 from pathsegdiff.store.commands.verify import verify_store
-from test_job import TILES, data_bytes  # the same tiles; every object but the root document
 
 ARGS = ["--tile-size", "64", "--stride", "32", "--quiet", "--batch-size", "4"]  # 36 tiles from six crops
 PCA = ["--compact", "pca8-int8", "--calibration-tiles", "6"]

@@ -7,24 +7,20 @@ the writer takes the encoded arrays instead of features and checks them.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "store"))  # synth: the store tests' small stores
-import synth  # noqa: E402
-
-from pathsegdiff.errors import SchemaError  # noqa: E402
-from pathsegdiff.extract.device_encoding import DeviceEncoder  # noqa: E402
-from pathsegdiff.extract.run.loop import device_encoder  # noqa: E402
-from pathsegdiff.store import create_store, open_store  # noqa: E402
-from pathsegdiff.store import schema as S  # noqa: E402
-from pathsegdiff.store.encoded import StoreEncoding  # noqa: E402
-from pathsegdiff.store.encodings import Calibration, bases_sha256, fit_bases, parse_preset  # noqa: E402
+from helpers import synth  # the store tests' small stores
+from pathsegdiff.errors import SchemaError
+from pathsegdiff.extract.device_encoding import DeviceEncoder
+from pathsegdiff.extract.run.loop import device_encoder
+from pathsegdiff.store import create_store, open_store
+from pathsegdiff.store import schema as S
+from pathsegdiff.store.encoded import StoreEncoding
+from pathsegdiff.store.encodings import Calibration, bases_sha256, fit_bases, parse_preset
 
 PRESETS = ("int8", "pca4", "pca4-int8")
 

@@ -1,6 +1,6 @@
 """Distributed extraction on a real dask cluster (worker processes on this machine).
 
-The reference is the single-process store of test_job.py (same tiles, same
+The reference is the single-process store of conftest.py (same tiles, same
 arguments, one torch thread); the distributed stores must match it byte for
 byte in every data object.
 """
@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 import pytest
-from test_job import TILES, data_bytes, extract, reference  # noqa: F401  (fixtures reused)
 
+from helpers.he_tiles import TILES, extract
+from helpers.stores import data_bytes
 from pathsegdiff.tiles.datasets import SourceConfig, open_source
 from pathsegdiff.extract.run.cluster import ClusterConfig, connect
 from pathsegdiff.extract.run.distributed import ranges, run_distributed

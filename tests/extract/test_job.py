@@ -4,45 +4,19 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from sigkill import run_then_sigkill
-from typer.testing import CliRunner
 
-from pathsegdiff.cli import app
+from helpers.he_tiles import ARGS, TILES, extract
+from helpers.sigkill import run_then_sigkill
+from helpers.stores import data_bytes
 from pathsegdiff.extract.featurize import Featurizer
 from pathsegdiff.store import open_store
 from pathsegdiff.store.commands.verify import verify_store
 
-DATA = Path(__file__).parents[1] / "data"
-TILES = DATA / "he_tiles"
-ARGS = ["--tile-size", "64", "--stride", "32", "--quiet"]  # 36 tiles from six 128x96 crops
-runner = CliRunner()
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def extract(src, out, *extra):
-    r = runner.invoke(app, ["extract", str(src), "-o", str(out), *ARGS, *map(str, extra)])
-    return r.exit_code, r.output
-
-
-def data_bytes(root: Path) -> dict[str, bytes]:
-    """Every object but the root document (whose provenance records the command line)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.relative_to(root).as_posix() != "zarr.json" and not p.name.startswith(".")}
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "s.zarr"
-    code, output = extract(TILES, out, "--batch-size", "7")
-    assert code == 0, output
-    return out
 
 
 def test_fills_a_store_that_verifies_with_the_models_shapes(reference):

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import synth
 from PIL import Image
 from typer.testing import CliRunner
 
-from heads import store_head, tiny_model_head
+from helpers import synth
+from helpers.heads import store_head, tiny_model_head
+from helpers.stores import store_bytes
 from pathsegdiff.cli import app
 from pathsegdiff.errors import InputError, ModelLoadError
 from pathsegdiff.store import create_store, open_store
-from test_resume import store_bytes
 
 runner = CliRunner()
 

@@ -21,9 +21,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import synth
 from typer.testing import CliRunner
 
+from helpers import synth
 from pathsegdiff.cli import app
 from pathsegdiff.store import create_store
 

@@ -12,9 +12,9 @@ import shutil
 
 import numpy as np
 import pytest
-import synth
 from typer.testing import CliRunner
 
+from helpers import synth
 from pathsegdiff.cli import app
 from pathsegdiff.errors import CorruptStoreError, PathsegdiffError
 from pathsegdiff.store import StoreSchema, create_store, open_store

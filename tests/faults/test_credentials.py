@@ -11,9 +11,9 @@ import logging
 import urllib.request
 
 import pytest
-import synth
 from typer.testing import CliRunner
 
+from helpers import synth
 from pathsegdiff.cli import app
 from pathsegdiff.errors import StoreAccessError, StoreReadOnlyError
 from pathsegdiff.store import create_store, open_store

@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-import synth
 from typer.testing import CliRunner
 
+from helpers import synth
 from pathsegdiff.cli import app
 from pathsegdiff.errors import StoreNotFoundError
 from pathsegdiff.store import create_store, open_store

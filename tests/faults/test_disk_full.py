@@ -10,25 +10,21 @@ limits are picked from the sizes of this store's objects: feature chunks of
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import children
+from helpers.stores import store_bytes
 from pathsegdiff.store import open_store
 from pathsegdiff.store.commands.verify import verify_store
-from test_resume import store_bytes
 
-HERE = Path(__file__).parent
-STORE_TESTS = HERE.parent / "store"
 
 
 def run_writer(path: Path, limit: int = 0, batch: int = 4, limit_from: int = 0) -> tuple[int, dict, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(STORE_TESTS)])}
-    r = subprocess.run([sys.executable, str(HERE / "fsize_writer.py"), str(path), str(limit), str(batch),
-                        str(limit_from)], env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(children.command("fsize_writer", path, limit, batch, limit_from), env=children.env(),
+                       capture_output=True, text=True, timeout=120)
     lines = r.stdout.strip().splitlines()
     assert lines, r.stderr
     return r.returncode, json.loads(lines[-1]), r.stderr

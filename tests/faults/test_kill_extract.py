@@ -1,21 +1,21 @@
 """SIGKILL of ``pathsegdiff extract`` at seeded points, then a resume: the store is bit-identical to an uninterrupted run.
 
 Ten seeds, two per phase (model load, store creation, mid-batch in the UNet
-forward, mid-write, finalisation); kill_points.py draws the exact point and
-kill_extract_child.py kills there.  Each test asserts that the child really
+forward, mid-write, finalisation); helpers/kill_points.py draws the exact point and
+helpers/kill_extract_child.py kills there.  Each test asserts that the child really
 died of SIGKILL, so none can pass without a kill.  bench/soak.py runs the same
 over many more seeds.
 """
 
 from __future__ import annotations
 
-import synth
 import pytest
 
-from kill_points import PHASES, KillHarness, plan
+from helpers import synth
+from helpers.kill_points import PHASES, KillHarness, plan
+from helpers.stores import store_bytes
 from pathsegdiff.store import create_store, open_store, open_writer
 from pathsegdiff.store.commands.verify import verify_store
-from test_resume import store_bytes
 
 SEEDS = range(10)
 

@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import synth
 from typer.testing import CliRunner
 
+from helpers import synth
 from pathsegdiff.cli import app
 from pathsegdiff.store import create_store
 

@@ -1,7 +1,7 @@
 """A read-only store: reading works, every kind of write is refused with one clear error, nothing changes.
 
 Tests run as root here, and root ignores permission bits.  The directory case
-therefore runs in a child that drops CAP_DAC_OVERRIDE (see readonly_child.py),
+therefore runs in a child that drops CAP_DAC_OVERRIDE (see helpers/readonly_child.py),
 which makes ``chmod -R a-w`` binding for root as for any user.  Where that is
 not possible (not Linux) it is skipped with the reason.
 """
@@ -16,14 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import synth
 
+from helpers import children, synth
+from helpers.stores import store_bytes
 from pathsegdiff.errors import StoreReadOnlyError
 from pathsegdiff.store import create_store, open_or_create, open_store, open_writer
 from pathsegdiff.store.commands.copy import copy_store
-from test_resume import store_bytes
 
-HERE = Path(__file__).parent
 
 
 @pytest.fixture
@@ -46,9 +45,8 @@ def test_read_only_directory_reads_and_refuses_writes(store):
     before = store_bytes(store)
     chmod_tree(store.parent, writable=False)
     try:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "store")])}
-        r = subprocess.run([sys.executable, str(HERE / "readonly_child.py"), str(store)], env=env,
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(children.command("readonly_child", store), env=children.env(), capture_output=True,
+                           text=True, timeout=120)
     finally:
         chmod_tree(store.parent, writable=True)
     assert r.returncode == 0, r.stderr

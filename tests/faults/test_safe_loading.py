@@ -17,12 +17,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import synth
 import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from heads import store_head
+from helpers import synth
+from helpers.heads import store_head
 from pathsegdiff.cli import app
 from pathsegdiff.errors import CorruptStoreError, InputError, ModelLoadError
 from pathsegdiff.store import create_store, open_store

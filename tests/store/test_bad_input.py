@@ -6,9 +6,9 @@ import json
 import zipfile
 
 import pytest
-import synth
 from typer.testing import CliRunner
 
+from helpers import synth
 from pathsegdiff.cli import app
 from pathsegdiff.errors import CorruptStoreError, NotAStoreError, SchemaVersionError, StoreNotFoundError
 from pathsegdiff.store import create_store, open_store

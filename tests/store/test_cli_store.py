@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import synth
 from typer.testing import CliRunner
 
+from helpers import synth
 from pathsegdiff.cli import app
 from pathsegdiff.store import create_store
 

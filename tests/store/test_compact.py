@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import synth
 from typer.testing import CliRunner
 
+from helpers import synth
 from pathsegdiff.errors import ConfigError, CorruptStoreError, IdentityMismatchError, SchemaError, StoreExistsError
 from pathsegdiff.store import TileBatch, create_store, open_or_create, open_store
 from pathsegdiff.store.commands.compact import compact_store

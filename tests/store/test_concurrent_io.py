@@ -18,18 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import synth
 import zarr
 
+from helpers import children, synth
+from helpers.stores import store_bytes
 from pathsegdiff.errors import SchemaError, StoreWriteError
 from pathsegdiff.store import StoreSchema, TileBatch, create_store, open_store
 from pathsegdiff.store.backend import chunk_io
 from pathsegdiff.store.batch_check import finite_rows
 from pathsegdiff.store.reader import FeatureStore
 from pathsegdiff.store.schema import CODECS
-from test_resume import store_bytes
 
-HERE = Path(__file__).parent
 LATENT = (3, 8, 8)
 
 
@@ -167,8 +166,8 @@ def test_reads_while_a_writer_runs_see_whole_tiles(tmp_path):
     sch = synth.schema()
     with create_store(path, sch, synth.records()):
         pass
-    env = {**os.environ, "PYTHONPATH": str(HERE)}
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(path)], env=env, stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(path)], env=children.env(),
+                             stderr=subprocess.PIPE)
     fs = open_store(path)
     expect = synth.tile_batch(range(synth.N_TILES))
     seen: set[int] = set()
@@ -187,7 +186,7 @@ def test_reads_while_a_writer_runs_see_whole_tiles(tmp_path):
 
 _SLOW_WRITER = """
 import sys, time
-import synth
+from helpers import synth
 from pathsegdiff.store import open_writer
 with open_writer(sys.argv[1]) as w:
     for i in range(synth.N_TILES):

@@ -10,9 +10,9 @@ import pickle
 
 import numpy as np
 import pytest
-import synth
 from torch.utils.data import DataLoader, Dataset
 
+from helpers import synth
 from pathsegdiff.errors import StoreReadOnlyError, TileNotWrittenError
 from pathsegdiff.store import create_store, open_store, open_writer
 from pathsegdiff.store import schema as S

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import synth
 from typer.testing import CliRunner
 
+from helpers import synth
+from helpers.stores import store_bytes
 from pathsegdiff.cli import app
 from pathsegdiff.errors import StoreExistsError
 from pathsegdiff.store import create_store, open_store
 from pathsegdiff.store.commands.copy import MANIFEST, check_manifest, copy_store
-from test_resume import store_bytes
 
 runner = CliRunner()
 

@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
-import synth
 
+from helpers import synth
+from helpers.stores import store_bytes
 from pathsegdiff.errors import IdentityMismatchError, StoreExistsError, StoreLockedError
 from pathsegdiff.store import open_or_create, open_store, open_writer
 from pathsegdiff.store.schema import LOCK_NAME
-from test_resume import store_bytes
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ import json
 import subprocess
 import sys
 
-import synth
-
+from helpers import synth
 from pathsegdiff.store import create_store
 
 READER = r"""

@@ -14,12 +14,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import synth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import synth
+from helpers.stores import store_bytes
 from pathsegdiff.store import StoreSchema, create_store, open_or_create, open_store
-from test_resume import store_bytes
 
 N = synth.N_TILES
 MAY_FAIL = (2, 7, 9)

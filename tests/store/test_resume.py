@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import children
+from helpers.stores import store_bytes
 from pathsegdiff.store import open_store
 from pathsegdiff.store.commands.verify import verify_store
 
-HERE = Path(__file__).parent
-
 
 def run_writer(path, kill_at=0, batch=4, phase="write"):
-    env = {**os.environ, "PYTHONPATH": str(HERE)}
-    return subprocess.run([sys.executable, str(HERE / "kill_writer.py"), str(path), str(kill_at), str(batch), phase],
-                          env=env, capture_output=True, text=True, timeout=120)
-
-
-def store_bytes(root: Path) -> dict[str, bytes]:
-    """Every object of the store; the root document without its creation time."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.name.startswith(".pathsegdiff.lock"):
-            rel = p.relative_to(root).as_posix()
-            data = p.read_bytes()
-            if rel == "zarr.json":
-                doc = json.loads(data)
-                doc["attributes"]["pathsegdiff"]["provenance"].pop("created")
-                data = json.dumps(doc, sort_keys=True).encode()
-            out[rel] = data
-    return out
+    return subprocess.run(children.command("kill_writer", path, kill_at, batch, phase), env=children.env(),
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
-"""Fixtures: small synthetic stores (see ``synthetic_store``)."""
+"""Fixtures: small synthetic stores (see ``helpers.synthetic_store``)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from synthetic_store import build_store
+
+from helpers.synthetic_store import build_store
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synthetic_store import build_store
+from helpers.synthetic_store import build_store
 from pathsegdiff.cli import app, train_cmd
 from pathsegdiff.store import open_store
 from pathsegdiff.train_head.checkpoint import load_head

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from synthetic_store import build_store
 from typer.testing import CliRunner
 
+from helpers.synthetic_store import build_store
 from pathsegdiff.cli import app
 from pathsegdiff.store import open_store
 from pathsegdiff.store.commands.compact import compact_store

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from test_compare import write_run
 from typer.testing import CliRunner
 
+from helpers.run_results import write_run
 from pathsegdiff.cli import app
 
 runner = CliRunner()

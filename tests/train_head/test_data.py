@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic_store import build_store
 
+from helpers.synthetic_store import build_store
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.store import open_store
 from pathsegdiff.train_head.data import TileDataset, dihedral, make_loader

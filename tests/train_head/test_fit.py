@@ -173,7 +173,7 @@ def test_trains_with_diffusers_and_extract_unimportable(learnable_store, tmp_pat
 
 
 def test_object_metrics_reported_when_the_store_has_instances(tmp_path):
-    from synthetic_store import build_store
+    from helpers.synthetic_store import build_store
 
     where = build_store(tmp_path / "glas", n_tiles=16, splits=(8, 4, 4), instances=True)
     r = fit(where, tmp_path / "run", head="linear", epochs=2)

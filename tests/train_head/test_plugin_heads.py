@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synthetic_store import build_store
+from helpers.synthetic_store import build_store
 from pathsegdiff.cli import app
 from pathsegdiff.train_head.checkpoint import load_head
 from pathsegdiff.train_head.fit import TrainConfig

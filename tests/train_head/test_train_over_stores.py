@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synthetic_store import BLOCKS, CLASSES, TILE, TIMESTEPS, blob_labels, encode
+from helpers.synthetic_store import BLOCKS, CLASSES, TILE, TIMESTEPS, blob_labels, encode
 from pathsegdiff.cli import app
 from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, TileBatch, TileRecord, create_store, open_store
 from pathsegdiff.train_head.checkpoint import load_head

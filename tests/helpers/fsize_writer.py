@@ -1,6 +1,6 @@
 """Child process for the disk-full tests: fills a store in batches under a file-size limit.
 
-Usage: fsize_writer.py STORE LIMIT_BYTES BATCH LIMIT_FROM_BATCH
+Usage: python -m helpers.fsize_writer STORE LIMIT_BYTES BATCH LIMIT_FROM_BATCH
 
 From batch number LIMIT_FROM_BATCH on (-1: before the store is created),
 RLIMIT_FSIZE is LIMIT_BYTES (0: no limit), with SIGXFSZ ignored so that a
@@ -13,8 +13,7 @@ import resource
 import signal
 import sys
 
-import synth
-
+from helpers import synth
 from pathsegdiff.errors import PathsegdiffError
 from pathsegdiff.store import open_or_create
 

@@ -1,6 +1,6 @@
 """Seeded SIGKILL points for ``pathsegdiff extract``, and the check that a resume gives the uninterrupted store.
 
-Used by test_kill_extract.py (CI, a few points) and bench/soak.py (many).  A
+Used by tests/faults/test_kill_extract.py (CI, a few points) and bench/soak.py (many).  A
 :class:`KillHarness` holds a subset of the real H&E tiles (12 tiles of 64 px),
 the store of an uninterrupted run (the reference), a fork server
 (kill_extract_child.py) and its census: how often each kill site is reached
@@ -19,13 +19,15 @@ import json
 import random
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from typer.testing import CliRunner
 
+from helpers import children
+from helpers.he_tiles import TILES
+from helpers.stores import store_bytes
 from pathsegdiff.cli import app
 from pathsegdiff.errors import NotAStoreError
 from pathsegdiff.store import open_store
@@ -34,10 +36,7 @@ from pathsegdiff.store.backend.lock import StoreLock
 from pathsegdiff.store.reader import read_root_attrs
 from pathsegdiff.store.schema import LOCK_NAME
 from pathsegdiff.store.commands.verify import verify_store
-from test_resume import store_bytes
 
-HERE = Path(__file__).parent
-TILES = HERE.parent / "data" / "he_tiles"
 IMAGES = 3  # of the six 128x96 crops: 12 tiles of 64 px
 ARGS = ["--tile-size", "64", "--quiet"]
 KILL_BATCH, RESUME_BATCH = 3, 5  # features do not depend on the batch size; the resume uses another one
@@ -132,8 +131,8 @@ class KillHarness:
         shutil.copy(TILES / "classes.txt", self.src / "classes.txt")
         self._threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in the children: CPU features differ in their last bits across counts
-        self.server = subprocess.Popen([sys.executable, str(HERE / "kill_extract_child.py")], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True, cwd=HERE)
+        self.server = subprocess.Popen(children.command("kill_extract_child"), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, cwd=children.TESTS, env=children.env())
         try:
             self.reference = self.workdir / "reference.zarr"
             code, output = self.extract(self.reference, KILL_BATCH)

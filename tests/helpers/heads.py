@@ -1,4 +1,4 @@
-"""Trained-head directories for the fault tests: seeded random weights, real checkpoint files."""
+"""Trained-head directories for the predict and fault tests: seeded random weights, real checkpoint files."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from pathsegdiff.train_head.heads import HeadConfig
 CLASSES = ("background", "nuclei", "stroma")
 
 
-def tiny_model_head(run_dir: Path, tile: int = 128) -> Path:
-    """An FCN head recorded as trained on a store of the built-in tiny model (as tests/app/test_predict.py)."""
+def tiny_model_head(run_dir: Path, tile: int = 128, weights_sha256: str | None = None) -> Path:
+    """An FCN head with seeded random weights, recorded as trained on a store of the built-in tiny model (or, with
+    ``weights_sha256``, of another model of its shapes)."""
     from pathsegdiff.extract.featurize import Featurizer
 
     featurizer = Featurizer.load("tiny")
     ldm, fcfg = featurizer.backbone, featurizer.cfg
     shapes = featurizer.block_shapes(tile)
     blocks = tuple(BlockSpec(b, *shapes[b]) for b in fcfg.blocks)
-    spec = FeatureSpec(ldm.model_id, ldm.weights_sha256, blocks, fcfg.timesteps, tile_size=tile)
+    spec = FeatureSpec(ldm.model_id, weights_sha256 or ldm.weights_sha256, blocks, fcfg.timesteps, tile_size=tile)
     torch.manual_seed(0)
     config = HeadConfig("fcn", blocks, fcfg.timesteps, len(CLASSES), tile)
     save_head(run_dir, build_head(config), HeadMeta(config, CLASSES, 255, spec.identity(), spec.identity_fields()))

@@ -1,5 +1,7 @@
 """Child process for the resume test: fills a store in batches, SIGKILLs itself at the Nth object write.
 
+Run as ``python -m helpers.kill_writer STORE KILL_AT BATCH PHASE`` (tests/store/test_resume.py).
+
 Objects are written by zarr's LocalStore (metadata, tile table, status) and,
 for tile chunks, by the store's own ``chunk_io.put_file``: both are counted.
 """
@@ -9,9 +11,9 @@ import signal
 import sys
 import threading
 
-import synth
 import zarr
 
+from helpers import synth
 from pathsegdiff.store import open_or_create
 from pathsegdiff.store.backend import chunk_io
 

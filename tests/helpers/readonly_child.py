@@ -1,6 +1,6 @@
 """Child process for the read-only tests: drops the root-only permission override, then uses a store.
 
-Usage: readonly_child.py STORE
+Usage: python -m helpers.readonly_child STORE
 
 Root passes every permission check through CAP_DAC_OVERRIDE; the child drops it
 (and CAP_DAC_READ_SEARCH) from its capability sets, so a ``chmod -R a-w`` store
@@ -37,9 +37,9 @@ def drop_permission_override() -> None:
 
 drop_permission_override()
 
-import synth  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from helpers import synth  # noqa: E402
 from pathsegdiff.cli import app  # noqa: E402
 from pathsegdiff.errors import PathsegdiffError  # noqa: E402
 from pathsegdiff.store import create_store, open_or_create, open_store, open_writer  # noqa: E402

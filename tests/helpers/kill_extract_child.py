@@ -1,6 +1,6 @@
 """Child side of the extraction kill tests: ``pathsegdiff extract`` with a SIGKILL armed at one point.
 
-    python kill_extract_child.py     # a fork server: one JSON request per stdin line, one JSON answer each
+    python -m helpers.kill_extract_child     # a fork server: one JSON request per stdin line, one JSON answer each
 
 Importing torch, diffusers and zarr costs seconds, so this process imports
 them once (and runs no torch op, so forking is safe) and forks one child per
