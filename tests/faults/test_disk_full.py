@@ -21,7 +21,6 @@ from pathsegdiff.store import open_store
 from pathsegdiff.store.commands.verify import verify_store
 
 
-
 def run_writer(path: Path, limit: int = 0, batch: int = 4, limit_from: int = 0) -> tuple[int, dict, str]:
     r = subprocess.run(children.command("fsize_writer", path, limit, batch, limit_from), env=children.env(),
                        capture_output=True, text=True, timeout=120)

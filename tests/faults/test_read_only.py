@@ -24,7 +24,6 @@ from pathsegdiff.store import create_store, open_or_create, open_store, open_wri
 from pathsegdiff.store.commands.copy import copy_store
 
 
-
 @pytest.fixture
 def store(tmp_path):
     path = tmp_path / "ro" / "s.zarr"
