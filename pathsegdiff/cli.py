@@ -88,7 +88,7 @@ def split_list(value: str | None, cast=str) -> tuple | None:
 
 
 # --- store -------------------------------------------------------------------
-StoreArg = Annotated[str, typer.Argument(help="Store: a directory, a .zip made by 'store pack', or a URL (s3://...).")]
+StoreArg = Annotated[str, typer.Argument(metavar="STORE", help="Store: a directory, a .zip made by 'store pack', or a URL (s3://...).")]
 
 
 @store_app.command("info")
@@ -142,8 +142,8 @@ def store_verify_cmd(
 @store_app.command("pack")
 @guarded
 def store_pack_cmd(
-    store: Annotated[str, typer.Argument(help="Store directory to pack.")],
-    out: Annotated[str, typer.Argument(help="Output .zip (uncompressed ZIP64, opens read-only in place).")],
+    store: Annotated[str, typer.Argument(metavar="STORE", help="Store directory to pack.")],
+    out: Annotated[str, typer.Argument(metavar="OUT", help="Output .zip (uncompressed ZIP64, opens read-only in place).")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Pack a store into one .zip that pathsegdiff and zarr open without unpacking."""
@@ -160,7 +160,7 @@ def store_pack_cmd(
 @guarded
 def store_copy_cmd(
     src: StoreArg,
-    dst: Annotated[str, typer.Argument(help="Destination: a directory, a .zip, or a URL (s3://...).")],
+    dst: Annotated[str, typer.Argument(metavar="DST", help="Destination: a directory, a .zip, or a URL (s3://...).")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DST if it exists.")] = False,
 ) -> None:
     """Copy a store byte for byte (dir, zip, s3), write MANIFEST.sha256, and verify the copy."""
@@ -177,8 +177,8 @@ def store_copy_cmd(
 @guarded
 def store_ls_cmd(
     store: StoreArg,
-    status: Annotated[str | None, typer.Option(help="Only tiles with this status: todo, written, failed.")] = None,
-    limit: Annotated[int, typer.Option(help="Print at most this many rows (0: all).")] = 50,
+    status: Annotated[str | None, typer.Option(metavar="STATUS", help="Only tiles with this status: todo, written, failed.")] = None,
+    limit: Annotated[int, typer.Option(metavar="LIMIT", help="Print at most this many rows (0: all).")] = 50,
 ) -> None:
     """List the tile table: index, tile id, slide, x, y, split, status."""
     from pathsegdiff.store.commands.ls import format_rows, list_tiles
@@ -190,9 +190,9 @@ def store_ls_cmd(
 @guarded
 def store_compact_cmd(
     src: StoreArg,
-    out: Annotated[str, typer.Option("-o", "--out", help="The compact store to write (a directory).")],
-    compact: Annotated[str, typer.Option(help="int8, pcaK or pcaK-int8 (e.g. pca64-int8).")],
-    calibration_tiles: Annotated[int, typer.Option(help="pcaK presets: written tiles, spread over the slides, the bases are fitted on.")] = 32,
+    out: Annotated[str, typer.Option("-o", "--out", metavar="OUT", help="The compact store to write (a directory).")],
+    compact: Annotated[str, typer.Option(metavar="COMPACT", help="int8, pcaK or pcaK-int8 (e.g. pca64-int8).")],
+    calibration_tiles: Annotated[int, typer.Option(metavar="CALIBRATION_TILES", help="pcaK presets: written tiles, spread over the slides, the bases are fitted on.")] = 32,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -209,41 +209,41 @@ def store_compact_cmd(
 @app.command("extract")
 @guarded
 def extract_cmd(
-    source: Annotated[str, typer.Argument(help="Image folder (images/ + masks/), dataset root (--dataset), image or slide file, a folder of slides, or a CSV manifest of slides (columns slide, annotations, split, patient, mpp).")],
-    out: Annotated[str, typer.Option("-o", "--out", help="Store to create or resume (directory or s3:// URL).")],
-    model: Annotated[str, typer.Option(help="A model directory, he-tiny (the tiny UNet LDM trained on the bundled CC0 H&E slide), or a seeded untrained model for tests: tiny (UNet LDM), tiny-dit (diffusion transformer), tiny-vit (ViT foundation model).")] = "tiny",
-    dataset: Annotated[str, typer.Option(help="auto, folder, bcss, glas or slide.")] = "auto",
-    timesteps: Annotated[str | None, typer.Option(help="Comma-separated diffusion timesteps (default: 50,150; 0 for a ViT).")] = None,
-    blocks: Annotated[str | None, typer.Option(help="Comma-separated blocks (default: the model's). A UNet's: mid, up0.pre, up0, up1, ...; a DiT's: block0..; a ViT's: layer0.. (docs/architecture.md).")] = None,
-    draws: Annotated[int, typer.Option(help="Noise draws averaged per timestep.")] = 1,
-    seed: Annotated[int, typer.Option(help="Global noise seed (per-tile noise derives from it).")] = 0,
-    conditioning: Annotated[str, typer.Option(help="null | hipt:PATH (vit256_small_dino.pth) | precomputed:PATH.")] = "null",
-    batch_size: Annotated[int, typer.Option(help="Tiles per model batch.")] = 8,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="Compute dtype: fp32, bf16 or fp16 (the store holds float16).")] = "fp32",
-    codec: Annotated[str, typer.Option(help="Feature codec: none, lz4, zstd, bitround7-zstd (lossy).")] = "none",
-    tile_size: Annotated[int, typer.Option(help="Tile size in pixels.")] = 256,
-    stride: Annotated[int | None, typer.Option(help="Tile stride in pixels (default: the tile size).")] = None,
-    mpp: Annotated[float | None, typer.Option(help="Target resolution in um/px (slides and BCSS default to 0.5, images keep theirs).")] = None,
-    source_mpp: Annotated[float | None, typer.Option(help="Resolution of the input in um/px, when its files do not record it.")] = None,
-    split: Annotated[str, typer.Option(help="Split of every tile of a plain folder or slide: train, val, test or empty.")] = "",
-    min_tissue: Annotated[float, typer.Option(help="Slides: tissue fraction a tile needs; a tile holding annotated pixels is kept whatever its tissue (annotated glass included).")] = 0.5,
-    classes: Annotated[str | None, typer.Option(help="Comma-separated class names when there is no classes.txt.")] = None,
-    annotations: Annotated[str | None, typer.Option(help="One slide's annotations: QuPath GeoJSON or a label mask (a cohort lists them in its manifest).")] = None,
-    unknown_classes: Annotated[str, typer.Option(help="An annotation class not in the class names: refuse, or ignore (its pixels become the ignore index).")] = "refuse",
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Image folder (images/ + masks/), dataset root (--dataset), image or slide file, a folder of slides, or a CSV manifest of slides (columns slide, annotations, split, patient, mpp).")],
+    out: Annotated[str, typer.Option("-o", "--out", metavar="OUT", help="Store to create or resume (directory or s3:// URL).")],
+    model: Annotated[str, typer.Option(metavar="MODEL", help="A model directory, he-tiny (the tiny UNet LDM trained on the bundled CC0 H&E slide), or a seeded untrained model for tests: tiny (UNet LDM), tiny-dit (diffusion transformer), tiny-vit (ViT foundation model).")] = "tiny",
+    dataset: Annotated[str, typer.Option(metavar="DATASET", help="auto, folder, bcss, glas or slide.")] = "auto",
+    timesteps: Annotated[str | None, typer.Option(metavar="TIMESTEPS", help="Comma-separated diffusion timesteps (default: 50,150; 0 for a ViT).")] = None,
+    blocks: Annotated[str | None, typer.Option(metavar="BLOCKS", help="Comma-separated blocks (default: the model's). A UNet's: mid, up0.pre, up0, up1, ...; a DiT's: block0..; a ViT's: layer0.. (docs/architecture.md).")] = None,
+    draws: Annotated[int, typer.Option(metavar="DRAWS", help="Noise draws averaged per timestep.")] = 1,
+    seed: Annotated[int, typer.Option(metavar="SEED", help="Global noise seed (per-tile noise derives from it).")] = 0,
+    conditioning: Annotated[str, typer.Option(metavar="CONDITIONING", help="null | hipt:PATH (vit256_small_dino.pth) | precomputed:PATH.")] = "null",
+    batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per model batch.")] = 8,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
+    dtype: Annotated[str, typer.Option(metavar="DTYPE", help="Compute dtype: fp32, bf16 or fp16 (the store holds float16).")] = "fp32",
+    codec: Annotated[str, typer.Option(metavar="CODEC", help="Feature codec: none, lz4, zstd, bitround7-zstd (lossy).")] = "none",
+    tile_size: Annotated[int, typer.Option(metavar="TILE_SIZE", help="Tile size in pixels.")] = 256,
+    stride: Annotated[int | None, typer.Option(metavar="STRIDE", help="Tile stride in pixels (default: the tile size).")] = None,
+    mpp: Annotated[float | None, typer.Option(metavar="MPP", help="Target resolution in um/px (slides and BCSS default to 0.5, images keep theirs).")] = None,
+    source_mpp: Annotated[float | None, typer.Option(metavar="SOURCE_MPP", help="Resolution of the input in um/px, when its files do not record it.")] = None,
+    split: Annotated[str, typer.Option(metavar="SPLIT", help="Split of every tile of a plain folder or slide: train, val, test or empty.")] = "",
+    min_tissue: Annotated[float, typer.Option(metavar="MIN_TISSUE", help="Slides: tissue fraction a tile needs; a tile holding annotated pixels is kept whatever its tissue (annotated glass included).")] = 0.5,
+    classes: Annotated[str | None, typer.Option(metavar="CLASSES", help="Comma-separated class names when there is no classes.txt.")] = None,
+    annotations: Annotated[str | None, typer.Option(metavar="ANNOTATIONS", help="One slide's annotations: QuPath GeoJSON or a label mask (a cohort lists them in its manifest).")] = None,
+    unknown_classes: Annotated[str, typer.Option(metavar="UNKNOWN_CLASSES", help="An annotation class not in the class names: refuse, or ignore (its pixels become the ignore index).")] = "refuse",
     annotated_only: Annotated[bool, typer.Option("--annotated-only", help="Slides: extract only tiles with annotated pixels.")] = False,
-    decode_workers: Annotated[int | None, typer.Option(help="Decode worker processes (default: 0 on 2 cores, else up to 4).")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's own); CPU features depend on it in their last bits.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Run on the dask.distributed cluster of this scheduler (tcp://host:8786).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Run on a local dask cluster of this many worker processes (one per GPU with --device cuda).")] = None,
-    shard_tiles: Annotated[int, typer.Option(help="Tiles per shard object of each array (1: one object per tile; more for object stores).")] = 1,
-    limit: Annotated[int | None, typer.Option(help="Extract at most this many tiles in this run (a new pcaK store computes its calibration tiles first, even past the limit).")] = None,
+    decode_workers: Annotated[int | None, typer.Option(metavar="DECODE_WORKERS", help="Decode worker processes (default: 0 on 2 cores, else up to 4).")] = None,
+    threads: Annotated[int | None, typer.Option(metavar="THREADS", help="Torch CPU threads (default: torch's own); CPU features depend on it in their last bits.")] = None,
+    scheduler: Annotated[str | None, typer.Option(metavar="SCHEDULER", help="Run on the dask.distributed cluster of this scheduler (tcp://host:8786).")] = None,
+    workers: Annotated[int | None, typer.Option(metavar="WORKERS", help="Run on a local dask cluster of this many worker processes (one per GPU with --device cuda).")] = None,
+    shard_tiles: Annotated[int, typer.Option(metavar="SHARD_TILES", help="Tiles per shard object of each array (1: one object per tile; more for object stores).")] = 1,
+    limit: Annotated[int | None, typer.Option(metavar="LIMIT", help="Extract at most this many tiles in this run (a new pcaK store computes its calibration tiles first, even past the limit).")] = None,
     skip_errors: Annotated[bool, typer.Option("--skip-errors", help="Record unreadable tiles (and a cohort's unusable slides) and go on.")] = False,
     store_latent: Annotated[bool, typer.Option("--store-latent", help="Also store the VAE latent z0.")] = False,
-    compact: Annotated[str, typer.Option(help="Feature encoding: float16 (default), int8 (2x fewer bytes), pcaK or pcaK-int8 (K principal components per block, e.g. pca64-int8; bases fitted on calibration tiles). See the README's 'Compact stores'.")] = "float16",
-    calibration_tiles: Annotated[int, typer.Option(help="pcaK presets: tiles, spread over the slides, the bases are fitted on.")] = 32,
+    compact: Annotated[str, typer.Option(metavar="COMPACT", help="Feature encoding: float16 (default), int8 (2x fewer bytes), pcaK or pcaK-int8 (K principal components per block, e.g. pca64-int8; bases fitted on calibration tiles). See the README's 'Compact stores'.")] = "float16",
+    calibration_tiles: Annotated[int, typer.Option(metavar="CALIBRATION_TILES", help="pcaK presets: tiles, spread over the slides, the bases are fitted on.")] = 32,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (inductor), channels-last; features within 1e-4 relative of eager; eager with one warning line if compiling fails.")] = False,
-    vit_input_size: Annotated[int | None, typer.Option("--vit-input-size", help="ViT models: resize each tile to this many px (a multiple of the patch size, e.g. 224) instead of the largest multiple not above the tile (252 for 256 px tiles at patch 14).")] = None,
+    vit_input_size: Annotated[int | None, typer.Option("--vit-input-size", metavar="VIT_INPUT_SIZE", help="ViT models: resize each tile to this many px (a multiple of the patch size, e.g. 224) instead of the largest multiple not above the tile (252 for 256 px tiles at patch 14).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store instead of resuming it.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -287,32 +287,32 @@ def extract_cmd(
 
 # --- train / evaluate --------------------------------------------------------
 
-TrainStoreArg = Annotated[list[str], typer.Argument(help="Stores with features and labels (a directory, a .zip or a URL); several are read as one: same blocks, timesteps, features and classes.")]
+TrainStoreArg = Annotated[list[str], typer.Argument(metavar="STORE", help="Stores with features and labels (a directory, a .zip or a URL); several are read as one: same blocks, timesteps, features and classes.")]
 
 
 @app.command("train")
 @guarded
 def train_cmd(
     stores: TrainStoreArg,
-    out: Annotated[str, typer.Option("-o", "--out", help="Run directory to write (refused if it holds another run).")],
-    head: Annotated[str, typer.Option(help="Head: fcn, linear, mlp, rgb-fcn (fcn + the tile's stored RGB at full resolution), or your own nn.Module as path/to/heads.py:Class or package.module:Class (docs/heads.md); the run records its file's SHA-256.")] = "fcn",
-    head_args: Annotated[str | None, typer.Option(help="The head's keyword arguments: a JSON object ('{\"width\": 64}') or a .json file; built-in heads take their own fields (fcn: proj_channels, hidden_channels, conv_layers; rgb-fcn also rgb_channels, rgb_layers; mlp: mlp_hidden, ensemble, pixels_per_tile).")] = None,
-    blocks: Annotated[str | None, typer.Option(help="Comma-separated blocks; default: every block in the store.")] = None,
-    timesteps: Annotated[str | None, typer.Option(help="Comma-separated timesteps; default: all in the store.")] = None,
-    epochs: Annotated[int, typer.Option(help="Most epochs per run (early stopping may end sooner).")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate (cosine schedule).")] = 1e-3,
-    label_fraction: Annotated[str, typer.Option(help="Train tiles used: a fraction (0.1), a percentage (10%) or a count (25).")] = "1",
-    runs: Annotated[int, typer.Option(help="Repeat with seeds seed..seed+runs-1; results give mean and std.")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    loss: Annotated[str, typer.Option(help="ce (cross-entropy) or focal (focal loss, --focal-gamma).")] = "ce",
-    focal_gamma: Annotated[float, typer.Option(help="Focal loss exponent: (1 - p)^gamma; 0 is cross-entropy.")] = 2.0,
-    class_weights: Annotated[str | None, typer.Option(help="Weight the loss per class: auto (inverse pixel frequencies of the training tiles, scaled to average 1 over the classes present) or one weight per class (1,3,1).")] = None,
-    dice: Annotated[float, typer.Option(help="Weight of a soft Dice loss added to the loss.")] = 0.0,
-    augment: Annotated[str, typer.Option(help="d4: random quarter turns and flips of features, RGB and labels together (the default); none: tiles as stored. Diffusion features are not rotation-equivariant, so d4 is an approximation.")] = "d4",
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better val mIoU.")] = 8,
-    loader_workers: Annotated[int, typer.Option(help="DataLoader worker processes that read tiles.")] = 0,
+    out: Annotated[str, typer.Option("-o", "--out", metavar="OUT", help="Run directory to write (refused if it holds another run).")],
+    head: Annotated[str, typer.Option(metavar="HEAD", help="Head: fcn, linear, mlp, rgb-fcn (fcn + the tile's stored RGB at full resolution), or your own nn.Module as path/to/heads.py:Class or package.module:Class (docs/heads.md); the run records its file's SHA-256.")] = "fcn",
+    head_args: Annotated[str | None, typer.Option(metavar="HEAD_ARGS", help="The head's keyword arguments: a JSON object ('{\"width\": 64}') or a .json file; built-in heads take their own fields (fcn: proj_channels, hidden_channels, conv_layers; rgb-fcn also rgb_channels, rgb_layers; mlp: mlp_hidden, ensemble, pixels_per_tile).")] = None,
+    blocks: Annotated[str | None, typer.Option(metavar="BLOCKS", help="Comma-separated blocks; default: every block in the store.")] = None,
+    timesteps: Annotated[str | None, typer.Option(metavar="TIMESTEPS", help="Comma-separated timesteps; default: all in the store.")] = None,
+    epochs: Annotated[int, typer.Option(metavar="EPOCHS", help="Most epochs per run (early stopping may end sooner).")] = 30,
+    batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per step.")] = 8,
+    lr: Annotated[float, typer.Option(metavar="LR", help="AdamW learning rate (cosine schedule).")] = 1e-3,
+    label_fraction: Annotated[str, typer.Option(metavar="LABEL_FRACTION", help="Train tiles used: a fraction (0.1), a percentage (10%) or a count (25).")] = "1",
+    runs: Annotated[int, typer.Option(metavar="RUNS", help="Repeat with seeds seed..seed+runs-1; results give mean and std.")] = 1,
+    seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of the first run.")] = 0,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
+    loss: Annotated[str, typer.Option(metavar="LOSS", help="ce (cross-entropy) or focal (focal loss, --focal-gamma).")] = "ce",
+    focal_gamma: Annotated[float, typer.Option(metavar="FOCAL_GAMMA", help="Focal loss exponent: (1 - p)^gamma; 0 is cross-entropy.")] = 2.0,
+    class_weights: Annotated[str | None, typer.Option(metavar="CLASS_WEIGHTS", help="Weight the loss per class: auto (inverse pixel frequencies of the training tiles, scaled to average 1 over the classes present) or one weight per class (1,3,1).")] = None,
+    dice: Annotated[float, typer.Option(metavar="DICE", help="Weight of a soft Dice loss added to the loss.")] = 0.0,
+    augment: Annotated[str, typer.Option(metavar="AUGMENT", help="d4: random quarter turns and flips of features, RGB and labels together (the default); none: tiles as stored. Diffusion features are not rotation-equivariant, so d4 is an approximation.")] = "d4",
+    patience: Annotated[int, typer.Option(metavar="PATIENCE", help="Stop after this many epochs without a better val mIoU.")] = 8,
+    loader_workers: Annotated[int, typer.Option(metavar="LOADER_WORKERS", help="DataLoader worker processes that read tiles.")] = 0,
     coefficients: Annotated[bool, typer.Option("--coefficients", help="Train on a PCA store's coefficients (faster reads); the head is saved composed onto the store's features.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
@@ -340,13 +340,13 @@ def train_cmd(
 @app.command("evaluate")
 @guarded
 def evaluate_cmd(
-    run: Annotated[str, typer.Argument(help="Run directory written by 'pathsegdiff train'.")],
-    store: Annotated[list[str] | None, typer.Option("--store", help="Store to evaluate on (same features as the training stores); repeat for several; default: the stores the run was trained on.")] = None,
-    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 8,
-    out: Annotated[str | None, typer.Option("-o", "--out", help="Report directory; default RUN/eval/<store>-<split>.")] = None,
-    head_code: Annotated[str | None, typer.Option(help="A plug-in head's code, when the file the run recorded is gone or changed: a copy with the recorded SHA-256 (another is refused).")] = None,
+    run: Annotated[str, typer.Argument(metavar="RUN", help="Run directory written by 'pathsegdiff train'.")],
+    store: Annotated[list[str] | None, typer.Option("--store", metavar="STORE", help="Store to evaluate on (same features as the training stores); repeat for several; default: the stores the run was trained on.")] = None,
+    split: Annotated[str, typer.Option(metavar="SPLIT", help="train, val or test.")] = "test",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per batch.")] = 8,
+    out: Annotated[str | None, typer.Option("-o", "--out", metavar="OUT", help="Report directory; default RUN/eval/<store>-<split>.")] = None,
+    head_code: Annotated[str | None, typer.Option(metavar="HEAD_CODE", help="A plug-in head's code, when the file the run recorded is gone or changed: a copy with the recorded SHA-256 (another is refused).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Evaluate a trained head on a split of a store; write results.json, summary.md and plots."""
@@ -365,20 +365,20 @@ def evaluate_cmd(
 @app.command("predict")
 @guarded
 def predict_cmd(
-    input: Annotated[str, typer.Argument(help="An image (PNG/JPEG/TIFF) or a whole slide (.svs, .ndpi, pyramidal .tif).")],
-    head: Annotated[str, typer.Option("--head", help="Run directory of a trained head ('pathsegdiff train -o RUN').")],
-    out: Annotated[str, typer.Option("-o", "--out", help="Output directory: mask, overlay.png, regions.geojson.")],
-    model: Annotated[str | None, typer.Option("--model", help="The model the head's store was made with: a model directory, or tiny, tiny-dit, tiny-vit (default: tiny; with --store: none, so a store that lacks tiles is refused).")] = None,
-    store: Annotated[str | None, typer.Option("--store", help="Read features from this store instead of running the model; the tiles it lacks are computed with --model, or refused.")] = None,
-    conditioning: Annotated[str, typer.Option(help="null | hipt:PATH | precomputed:PATH, as at extraction.")] = "null",
-    overlap: Annotated[int | None, typer.Option(help="Pixels of overlap between neighbouring tiles (default: a quarter of the tile).")] = None,
-    window: Annotated[str, typer.Option(help="Tile fusion: gaussian (centre-weighted), mean, or none.")] = "gaussian",
-    batch_size: Annotated[int, typer.Option(help="Tiles per model batch.")] = 8,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    mpp: Annotated[float, typer.Option(help="Analysis resolution, um/px (the head's: 0.5 for the reference model).")] = 0.5,
-    source_mpp: Annotated[float | None, typer.Option(help="Resolution of a plain image, um/px (default: assume it is already at --mpp).")] = None,
-    min_tissue: Annotated[float, typer.Option(help="Slides: skip tiles with less tissue than this fraction (0: analyse every tile with any tissue).")] = 0.0,
-    head_code: Annotated[str | None, typer.Option(help="A plug-in head's code, when the file the run recorded is gone or changed: a copy with the recorded SHA-256 (another is refused).")] = None,
+    input: Annotated[str, typer.Argument(metavar="INPUT", help="An image (PNG/JPEG/TIFF) or a whole slide (.svs, .ndpi, pyramidal .tif).")],
+    head: Annotated[str, typer.Option("--head", metavar="HEAD", help="Run directory of a trained head ('pathsegdiff train -o RUN').")],
+    out: Annotated[str, typer.Option("-o", "--out", metavar="OUT", help="Output directory: mask, overlay.png, regions.geojson.")],
+    model: Annotated[str | None, typer.Option("--model", metavar="MODEL", help="The model the head's store was made with: a model directory, or tiny, tiny-dit, tiny-vit (default: tiny; with --store: none, so a store that lacks tiles is refused).")] = None,
+    store: Annotated[str | None, typer.Option("--store", metavar="STORE", help="Read features from this store instead of running the model; the tiles it lacks are computed with --model, or refused.")] = None,
+    conditioning: Annotated[str, typer.Option(metavar="CONDITIONING", help="null | hipt:PATH | precomputed:PATH, as at extraction.")] = "null",
+    overlap: Annotated[int | None, typer.Option(metavar="OVERLAP", help="Pixels of overlap between neighbouring tiles (default: a quarter of the tile).")] = None,
+    window: Annotated[str, typer.Option(metavar="WINDOW", help="Tile fusion: gaussian (centre-weighted), mean, or none.")] = "gaussian",
+    batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per model batch.")] = 8,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
+    mpp: Annotated[float, typer.Option(metavar="MPP", help="Analysis resolution, um/px (the head's: 0.5 for the reference model).")] = 0.5,
+    source_mpp: Annotated[float | None, typer.Option(metavar="SOURCE_MPP", help="Resolution of a plain image, um/px (default: assume it is already at --mpp).")] = None,
+    min_tissue: Annotated[float, typer.Option(metavar="MIN_TISSUE", help="Slides: skip tiles with less tissue than this fraction (0: analyse every tile with any tissue).")] = 0.0,
+    head_code: Annotated[str | None, typer.Option(metavar="HEAD_CODE", help="A plug-in head's code, when the file the run recorded is gone or changed: a copy with the recorded SHA-256 (another is refused).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Segment an image or a whole slide with a trained head; tiles fused with a centre-weighted window."""
@@ -394,9 +394,9 @@ def predict_cmd(
 @app.command("compare")
 @guarded
 def compare_cmd(
-    run_a: Annotated[str, typer.Argument(help="Run directory (or its results.json) of the reference, e.g. the head trained on the float16 store.")],
-    run_b: Annotated[str, typer.Argument(help="Run directory (or its results.json) to compare with it, e.g. the same head on a compact store.")],
-    tolerance: Annotated[float, typer.Option(help="A delta within this many points (or the seed spread, if larger) counts as no loss.")] = 0.5,
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="Run directory (or its results.json) of the reference, e.g. the head trained on the float16 store.")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="Run directory (or its results.json) to compare with it, e.g. the same head on a compact store.")],
+    tolerance: Annotated[float, typer.Option(metavar="TOLERANCE", help="A delta within this many points (or the seed spread, if larger) counts as no loss.")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the table.")] = False,
 ) -> None:
     """Metric deltas B - A in points, with the runs' seed-to-seed spread (train both with --runs 3 or more)."""
@@ -411,24 +411,24 @@ def compare_cmd(
 @app.command("pretrain")
 @guarded
 def pretrain_cmd(
-    sources: Annotated[list[str], typer.Argument(help="Unlabeled tiles: image folders, slides, cohort manifests or slide folders, or stores (their RGB).", metavar="SOURCE...")],
-    out: Annotated[str, typer.Option("-o", "--out", help="Model directory to write (a diffusers folder plus ssl_projection/); rerun to resume.")],
-    mpp: Annotated[list[float] | None, typer.Option("--mpp", help="Slides: tile at this resolution, um/px; repeat for several magnifications.")] = None,
-    tile_size: Annotated[int, typer.Option(help="Tile size, px, cut from each source.")] = 256,
-    stride: Annotated[int | None, typer.Option(help="Tile stride, px (default: the tile size).")] = None,
-    min_tissue: Annotated[float, typer.Option(help="Slides: tissue fraction a tile needs.")] = 0.5,
-    crop: Annotated[int, typer.Option(help="Training crops, px (a multiple of 16; the UNet is convolutional).")] = 128,
-    conditioning: Annotated[str, typer.Option(help="null | hipt:PATH | precomputed:PATH, as extract's --conditioning; extract loads the model with the same.")] = "null",
-    ae_steps: Annotated[int, typer.Option(help="Autoencoder (stage 1) optimizer steps.")] = 2000,
-    unet_steps: Annotated[int, typer.Option(help="UNet (stage 2) optimizer steps.")] = 10000,
-    ae_minutes: Annotated[float | None, typer.Option(help="Stage 1 ends after this many minutes of training, whatever its steps.")] = None,
-    unet_minutes: Annotated[float | None, typer.Option(help="Stage 2 ends after this many minutes of training, whatever its steps.")] = None,
-    batch_size: Annotated[int, typer.Option(help="UNet crops per step (the autoencoder takes half).")] = 16,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps per optimizer step.")] = 1,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (a killed run loses at most these).")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed of the crops, noise and weights.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda (bf16 autocast on cuda).")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="Torch threads (default: torch's).")] = None,
+    sources: Annotated[list[str], typer.Argument(help="Unlabeled tiles: image folders, slides, cohort manifests or slide folders, or stores (their RGB).", metavar="SOURCE")],
+    out: Annotated[str, typer.Option("-o", "--out", metavar="OUT", help="Model directory to write (a diffusers folder plus ssl_projection/); rerun to resume.")],
+    mpp: Annotated[list[float] | None, typer.Option("--mpp", metavar="MPP", help="Slides: tile at this resolution, um/px; repeat for several magnifications.")] = None,
+    tile_size: Annotated[int, typer.Option(metavar="TILE_SIZE", help="Tile size, px, cut from each source.")] = 256,
+    stride: Annotated[int | None, typer.Option(metavar="STRIDE", help="Tile stride, px (default: the tile size).")] = None,
+    min_tissue: Annotated[float, typer.Option(metavar="MIN_TISSUE", help="Slides: tissue fraction a tile needs.")] = 0.5,
+    crop: Annotated[int, typer.Option(metavar="CROP", help="Training crops, px (a multiple of 16; the UNet is convolutional).")] = 128,
+    conditioning: Annotated[str, typer.Option(metavar="CONDITIONING", help="null | hipt:PATH | precomputed:PATH, as extract's --conditioning; extract loads the model with the same.")] = "null",
+    ae_steps: Annotated[int, typer.Option(metavar="AE_STEPS", help="Autoencoder (stage 1) optimizer steps.")] = 2000,
+    unet_steps: Annotated[int, typer.Option(metavar="UNET_STEPS", help="UNet (stage 2) optimizer steps.")] = 10000,
+    ae_minutes: Annotated[float | None, typer.Option(metavar="AE_MINUTES", help="Stage 1 ends after this many minutes of training, whatever its steps.")] = None,
+    unet_minutes: Annotated[float | None, typer.Option(metavar="UNET_MINUTES", help="Stage 2 ends after this many minutes of training, whatever its steps.")] = None,
+    batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="UNet crops per step (the autoencoder takes half).")] = 16,
+    grad_accum: Annotated[int, typer.Option(metavar="GRAD_ACCUM", help="Gradient accumulation steps per optimizer step.")] = 1,
+    checkpoint_every: Annotated[int, typer.Option(metavar="CHECKPOINT_EVERY", help="Steps between checkpoints (a killed run loses at most these).")] = 100,
+    seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of the crops, noise and weights.")] = 0,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda (bf16 autocast on cuda).")] = "cpu",
+    threads: Annotated[int | None, typer.Option(metavar="THREADS", help="Torch threads (default: torch's).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier pretrain output in OUT (never other files).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
@@ -457,7 +457,7 @@ def pretrain_cmd(
 @app.command("cluster")
 @guarded
 def cluster_cmd(
-    stores: Annotated[list[str], typer.Argument(help="Stores (a directory, a .zip or a URL); several are read as one: same features.", metavar="STORE...")],
+    stores: Annotated[list[str], typer.Argument(help="Stores (a directory, a .zip or a URL); several are read as one: same features.", metavar="STORE")],
     out: Annotated[str, typer.Option("-o", "--out", metavar="DIR", help="Output folder: centroids, per-tile maps, an overlay and QuPath GeoJSON per slide, summary.json (refused if it holds anything but an earlier cluster output).")],
     k: Annotated[int, typer.Option("-k", metavar="K", help="Clusters (kmeans) or concepts (nmf), 2 to 254.")] = 3,
     method: Annotated[str, typer.Option(metavar="kmeans|nmf", help="kmeans (streaming MiniBatchKMeans) or nmf (MiniBatchNMF concepts of the standardised features split into positive and negative parts).")] = "kmeans",
@@ -503,10 +503,10 @@ def convert_timm_vit_cmd(
 @app.command("demo")
 @guarded
 def demo_cmd(
-    out: Annotated[str, typer.Option("-o", "--out", help="Output directory.")] = "demo_out",
-    slide: Annotated[str | None, typer.Option(help="Another H&E slide instead of the bundled CC0 one.")] = None,
-    epochs: Annotated[int, typer.Option(help="Most training epochs for the head.")] = 15,
-    model: Annotated[str, typer.Option(help="he-tiny (trained on this slide without the demo's test tiles) or tiny (seeded, untrained).")] = "he-tiny",
+    out: Annotated[str, typer.Option("-o", "--out", metavar="OUT", help="Output directory.")] = "demo_out",
+    slide: Annotated[str | None, typer.Option(metavar="SLIDE", help="Another H&E slide instead of the bundled CC0 one.")] = None,
+    epochs: Annotated[int, typer.Option(metavar="EPOCHS", help="Most training epochs for the head.")] = 15,
+    model: Annotated[str, typer.Option(metavar="MODEL", help="he-tiny (trained on this slide without the demo's test tiles) or tiny (seeded, untrained).")] = "he-tiny",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier demo output in OUT (never other files).")] = False,
 ) -> None:
     """The whole job on a real H&E slide with he-tiny (trained here on that slide): extract, train, evaluate, predict."""
