@@ -20,7 +20,7 @@ PIP_CONSTRAINT_ARGS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 # torch first and pinned: a CPU-only machine must not pull the CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINT_ARGS) -e ".[dev,wsi,remote]"
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINT_ARGS) -e ".[dev,wsi,remote,cluster]"
 	touch $(STAMP)
 
 install: $(STAMP)

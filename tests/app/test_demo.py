@@ -22,7 +22,8 @@ def test_demo_writes_every_output_and_says_where(tmp_path):
         assert (out / path).is_file(), path
     for shown in ("features.zarr", "run/", "slide_prediction.png", "prediction/"):  # the final screen says where
         assert f"{out}/{shown}" in r.output, shown
-    assert "NOT trained" in r.output and "--model LDM_DIR" in r.output  # says what the tiny model is, and the way out
+    # says what he-tiny is (trained here, not a pathology model) and the way to the real model
+    assert "he-tiny" in r.output and "not a pathology model" in r.output and "--model LDM_DIR" in r.output
     results = json.loads((out / "run" / "results.json").read_text())
     miou = results["miou"]["mean"] if isinstance(results["miou"], dict) else results["miou"]
     assert results["split"] == "test" and 0.0 <= miou <= 1.0

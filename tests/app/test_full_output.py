@@ -91,3 +91,40 @@ def test_a_full_disk_under_the_mapped_mask_is_an_error_not_a_bus_error(tmp_path)
         r = subprocess.run([sys.executable, "-c", code, str(mnt)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 3, (r.returncode, r.stderr)  # -7 would be SIGBUS
         assert not (mnt / "mask.u8").exists()
+
+
+def test_pack_and_compact_on_a_full_disk_say_they_start_over(tmp_path):
+    from helpers import synth
+
+    from pathsegdiff.store import create_store
+
+    src = tmp_path / "src.zarr"
+    with create_store(src, synth.schema(), synth.records()) as w:
+        w.write(range(synth.N_TILES), synth.tile_batch(range(synth.N_TILES)))
+    with tmpfs(tmp_path / "mnt", size="64k") as mnt:
+        for argv in (["store", "pack", str(src), str(mnt / "s.zip")],
+                     ["store", "compact", str(src), "-o", str(mnt / "c.zarr"), "--compact", "int8"]):
+            r = runner.invoke(app, argv)
+            assert r.exit_code == 1 and "Traceback" not in r.output, (argv, r.output)
+            line = next(ln for ln in r.output.splitlines() if ln.startswith("error:"))
+            assert "starts over" in line and "resume" not in line, line
+        assert not any(mnt.iterdir())  # nothing half-written left
+
+
+def test_a_pca_preset_no_narrower_than_the_blocks_is_refused(tmp_path):
+    from helpers import synth
+
+    from pathsegdiff.store import create_store
+
+    src = tmp_path / "src.zarr"
+    with create_store(src, synth.schema(), synth.records()) as w:
+        w.write(range(synth.N_TILES), synth.tile_batch(range(synth.N_TILES)))
+    r = runner.invoke(app, ["store", "compact", str(src), "-o", str(tmp_path / "c.zarr"), "--compact", "pca999"])
+    assert r.exit_code == 1 and "compress nothing" in r.output, r.output
+    assert not (tmp_path / "c.zarr").exists()
+    r = runner.invoke(app, ["extract", str(DATA / "he_tiles"), "-o", str(tmp_path / "e.zarr"), "--tile-size", "64",
+                            "--compact", "pca999", "--quiet"])
+    assert r.exit_code == 1 and "compress nothing" in r.output, r.output
+    r = runner.invoke(app, ["extract", str(DATA / "he_tiles"), "-o", str(tmp_path / "k.zarr"), "--tile-size", "64",
+                            "--compact", "pca56", "--calibration-tiles", "4", "--limit", "4", "--quiet"])
+    assert r.exit_code == 0 and "keep all their channels" in r.output, r.output  # up2 (48) narrower than 56

@@ -12,8 +12,12 @@ from pathsegdiff.store.backend.location import Location, redact
 
 
 @contextmanager
-def write_errors(loc: Location, what: str) -> Iterator[None]:
-    """Turn an OSError while writing (disk full, file-size limit, no permission) into one clear store error."""
+def write_errors(loc: Location, what: str, resumable: bool = True) -> Iterator[None]:
+    """Turn an OSError while writing (disk full, file-size limit, no permission) into one clear store error.
+
+    ``resumable``: an extraction resumes where it stopped; a copy, pack or compact starts over (and leaves
+    nothing half-written under its destination), so its advice says so."""
+    again = "rerun to resume" if resumable else "run the command again (it starts over)"
     try:
         yield
     except PathsegdiffError:
@@ -27,13 +31,16 @@ def write_errors(loc: Location, what: str) -> Iterator[None]:
         full = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                 errno.EFBIG: "file size limit exceeded"}
         if e.errno in full:
-            reason, fix = full[e.errno], "free space (or raise the limit) and rerun to resume"
+            reason, fix = full[e.errno], f"free space (or raise the limit) and {again}"
         elif isinstance(e, FileNotFoundError) and loc.kind == "url":
             reason = f"the bucket does not exist ({redact(e.strerror or e)})"
             fix = "create the bucket or correct the URL, then rerun"
         else:
-            reason, fix = redact(e.strerror or e), "rerun to resume once that is mended"
-        raise StoreWriteError(f"{loc}: writing {what} failed: {reason}. Nothing written is lost: {fix}") from e
+            reason, fix = redact(e.strerror or e), f"{again} once that is mended"
+        kept = "Nothing written is lost" if resumable else "Nothing was left under the destination"
+        err = StoreWriteError(f"{loc}: writing {what} failed: {reason}. {kept}: {fix}")
+        err.reason = reason  # for a caller that rewords the advice (store compact)
+        raise err from e
 
 
 async def settle_pending_writes(timeout: float = 30.0) -> None:

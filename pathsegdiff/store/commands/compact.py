@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pathsegdiff.errors import ConfigError, CorruptStoreError, NotAStoreError, SchemaError, StoreExistsError
+from pathsegdiff.errors import (ConfigError, CorruptStoreError, NotAStoreError, SchemaError, StoreExistsError,
+                                StoreWriteError)
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.create import create_store
 from pathsegdiff.store.encodings import Calibration, bases_sha256, calibration_tiles, fit_bases, parse_preset
@@ -158,6 +159,10 @@ def compact_store(src: str | os.PathLike, dst: str | os.PathLike, preset: str,
     check_compactable(fs, src)
     spec = fs.schema.features
     bases = None
+    if encoding.uses_pca and all(b.channels <= encoding.components for b in spec.blocks):
+        raise ConfigError(f"--compact {encoding.name}: every block of {src} has at most {encoding.components} channels "
+                          f"({', '.join(f'{b.name} {b.channels}' for b in spec.blocks)}), so it would compress "
+                          f"nothing; choose K below {max(b.channels for b in spec.blocks)}")
     if encoding.uses_pca:
         echo(f"fitting {encoding.name} bases on {calibration.tiles} calibration tiles (seed {calibration.seed})")
         bases = fit_store_bases(fs, encoding.components, calibration)
@@ -186,6 +191,10 @@ def compact_store(src: str | os.PathLike, dst: str | os.PathLike, preset: str,
                 idx = written[a : a + BATCH]
                 w.write(idx, _batch(fs, idx))
                 bar.update(len(idx))
+    except StoreWriteError as e:  # the writer's advice ("rerun to resume") does not hold for a copy
+        _discard(target, dst_loc)
+        raise StoreWriteError(f"{dst}: writing the compact copy failed: {getattr(e, 'reason', e)}. Nothing was left "
+                              "under the destination: free space and run the command again (it starts over)") from e
     except BaseException:
         _discard(target, dst_loc)
         raise

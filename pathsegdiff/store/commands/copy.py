@@ -87,7 +87,7 @@ def copy_store(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool =
         owner = StoreLock(src_loc.local_dir).read_owner()
         if owner and not StoreLock(src_loc.local_dir).is_stale(owner):
             raise StoreExistsError(f"{src}: a writer (pid {owner.get('pid')}) is filling this store; copy it later")
-    with write_errors(dst_loc, "the copy"):
+    with write_errors(dst_loc, "the copy", resumable=False):
         return _copy_objects(fs, dst, dst_loc, overwrite, progress)
 
 
