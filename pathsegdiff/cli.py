@@ -313,6 +313,7 @@ def train_cmd(
     augment: Annotated[str, typer.Option(metavar="AUGMENT", help="d4: random quarter turns and flips of features, RGB and labels together (the default); none: tiles as stored. Diffusion features are not rotation-equivariant, so d4 is an approximation.")] = "d4",
     patience: Annotated[int, typer.Option(metavar="PATIENCE", help="Stop after this many epochs without a better val mIoU.")] = 8,
     loader_workers: Annotated[int, typer.Option(metavar="LOADER_WORKERS", help="DataLoader worker processes that read tiles.")] = 0,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Train on a store still being written even when a split the run evaluates on has no written tile yet (always said, and recorded in results.json).")] = False,
     coefficients: Annotated[bool, typer.Option("--coefficients", help="Train on a PCA store's coefficients (faster reads); the head is saved composed onto the store's features.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
@@ -331,9 +332,9 @@ def train_cmd(
         batch_size=batch_size, lr=lr, dice_weight=dice, loss=loss, focal_gamma=focal_gamma,
         class_weights=class_weights, patience=patience, label_fraction=parse_label_fraction(label_fraction),
         runs=runs, seed=seed, augment=augment == "d4", loader_workers=loader_workers, device=device,
-        coefficients=coefficients, head_options=parse_head_args(head_args),
+        coefficients=coefficients, head_options=parse_head_args(head_args), allow_partial=allow_partial,
     )
-    r = train(stores, out, config, overwrite=overwrite, progress=not quiet)
+    r = train(stores, out, config, overwrite=overwrite, progress=not quiet, echo=typer.echo)
     typer.echo(r.line())
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from pathsegdiff.errors import ConfigError, InputError, StoreExistsError
+from pathsegdiff.output_dir import require_room, written_or_removed
 from pathsegdiff.train_head.boundary import BoundaryF1
 from pathsegdiff.train_head.checkpoint import HeadMeta, check_store_matches, checkpoint_dir, load_head, recorded_stores
 from pathsegdiff.train_head.data import TileDataset, batch_inputs, make_loader
@@ -182,17 +183,20 @@ def evaluate_run(
     if not len(indices):
         counts = ", ".join(f"{s} {len(splits.get(s))}" for s in ("train", "val", "test"))
         raise InputError(f"{stores.location}: the {split} split has no written tile (written tiles: {counts})")
-    ev = evaluate_head(head, meta, stores.wheres, indices, device, batch_size, progress=progress,
-                       desc=f"evaluate: {split} split")
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval" / report_name(stores.wheres, split)
     if out.exists() and any(out.iterdir()) and not (out / "results.json").is_file():
         raise StoreExistsError(f"{out}: exists and is not an evaluation report; choose another output")
+    require_room(out, 16 * 2**20, "the evaluation report")  # before the evaluation, not after it
+    ev = evaluate_head(head, meta, stores.wheres, indices, device, batch_size, progress=progress,
+                       desc=f"evaluate: {split} split")
     results = {
         **ev.metrics, "split": split, "stores": list(stores.wheres), "store_identity": stores.identity,
         "head_store_identity": meta.store_identity, "class_names": list(meta.class_names),
         "head": meta.head.kind, "blocks": list(meta.blocks), "timesteps": list(meta.timesteps),
         "checkpoint": str(checkpoint_dir(run_dir)), "runs": 1, **label_origin(stores),
     }
-    write_report(out, results, confusion=ev.confusion, samples=ev.samples, histories=None,
-                 class_names=meta.class_names, ignore_index=meta.ignore_index, plots=plots, progress=progress)
+    fresh = not out.exists()
+    with written_or_removed(out, "the evaluation report", remove=fresh):  # a report folder from before is not removed
+        write_report(out, results, confusion=ev.confusion, samples=ev.samples, histories=None,
+                     class_names=meta.class_names, ignore_index=meta.ignore_index, plots=plots, progress=progress)
     return EvaluateResult(json.loads((out / "results.json").read_text()), out)

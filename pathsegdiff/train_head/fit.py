@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "cpu"
     coefficients: bool = False  # train on a PCA store's coefficients; the head is saved composed (coefficients.py)
     head_options: Mapping[str, Any] = field(default_factory=dict)  # a built-in's fields, a plug-in's keyword args
+    allow_partial: bool = False  # evaluate on a store whose evaluated split has no written tile yet
 
     def __post_init__(self) -> None:
         if isinstance(self.head, type):  # a class object (a notebook): the class path of its file

@@ -102,6 +102,10 @@ def summary_markdown(results: dict[str, Any]) -> str:
     if "n_train_tiles" in results:
         lines.append(f"- train tiles: {results['n_train_tiles']} (label fraction {results.get('label_fraction')}); "
                      f"validation: {_validation(results)}")
+    tiles = results.get("store_tiles")
+    if tiles and tiles.get("written") != tiles.get("total"):
+        lines.append(f"- **store partly written: {tiles['written']} of {tiles['total']} tiles** (the extraction was "
+                     "still running or interrupted; this run used the written ones)")
     lines += _labels(results)
     lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(results.get(k), std.get(k))} |" for k in SCALARS]

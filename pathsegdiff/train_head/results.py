@@ -40,6 +40,12 @@ class RunResult(dict):
 class TrainResult(RunResult):
     """What ``train`` wrote to RUN/results.json; ``where`` is the run directory."""
 
+    def line(self) -> str:
+        tiles = self.get("store_tiles") or {}
+        partial = (f" (store partly written: {tiles['written']} of {tiles['total']} tiles)"
+                   if tiles and tiles.get("written") != tiles.get("total") else "")
+        return super().line() + partial
+
 
 class EvaluateResult(RunResult):
     """What ``evaluate`` wrote to its report's results.json; ``where`` is the report directory."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from pathsegdiff.errors import ConfigError, InputError, StoreExistsError
+from pathsegdiff.output_dir import require_room, written_or_removed
 from pathsegdiff.train_head.checkpoint import RUN_META, HeadMeta
 from pathsegdiff.train_head.coefficients import store_bases
 from pathsegdiff.train_head.data import TileDataset
@@ -50,6 +51,7 @@ from pathsegdiff.train_head.report import aggregate_runs, clean_json, write_repo
 from pathsegdiff.train_head.results import TrainResult
 from pathsegdiff.train_head.splits import label_subset, read_splits, require_labels, resolve_selection
 from pathsegdiff.train_head.store_set import open_stores
+from pathsegdiff.train_head.store_state import require_labelled_pixels, store_state
 
 
 # What train (and evaluate's default report folder) write at the top of a run directory.
@@ -104,6 +106,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     plots: bool = True,
+    echo: Callable[[str], None] = lambda line: None,
 ) -> TrainResult:
     """Train ``config.runs`` heads on one store or several and write the run directory; returns results.json's
     content (with ``.line()``)."""
@@ -121,9 +124,11 @@ def train(
     if not len(splits.val):
         raise InputError(f"{store.location}: no validation tile: the stores have no val split and "
                          f"only {len(splits.train)} written train tile(s) to carve one from")
+    tiles_written = store_state(store, splits, config.allow_partial, echo)
     eval_split = "test" if len(splits.test) else "val"
     eval_idx = splits.get(eval_split)
     sch = store.schema
+    require_labelled_pixels(wheres, subset, len(sch.class_names), sch.ignore_index, store.location)
     cls, code = head_class(config.head)  # a plug-in is imported and hashed here, once
     spec = HeadSpec(blocks, timesteps, len(sch.class_names), sch.tile_size)
     head_config = HeadConfig.for_run(code.class_path if code else config.head, spec, config.head_options)
@@ -135,42 +140,46 @@ def train(
         dry_run(build_head(head_config, cls), TileDataset(wheres, subset[:2], [b.name for b in blocks], timesteps,
                                                           with_rgb=True), spec.n_classes, torch.device("cpu"))
     weights = resolve_class_weights(config, wheres, subset, spec.n_classes, sch.ignore_index)
-    prepare_run_dir(run_dir, config, store.identity, overwrite, wheres)
-    common = {"config": config.to_dict(), "stores": wheres, "store_identity": store.identity,
-              **({"coefficients": coefficients} if coefficients else {}),
-              **({"head_code": code.to_dict()} if code else {}),
-              "class_weights_used": None if weights is None else weights.tolist()}
-    _write_run_meta(run_dir, **common, status="running")
+    n_params = sum(p.numel() for p in build_head(head_config, cls).parameters())
+    # each run's weights (safetensors, float32) and its checkpoint, the plots and reports: refused now, not after
+    require_room(run_dir, config.runs * 3 * 4 * n_params + 16 * 2**20, "the run")
+    with written_or_removed(run_dir, "the run"):  # a disk filled meanwhile: one line, the run removed (its own)
+        prepare_run_dir(run_dir, config, store.identity, overwrite, wheres)
+        common = {"config": config.to_dict(), "stores": wheres, "store_identity": store.identity,
+                  **({"coefficients": coefficients} if coefficients else {}),
+                  **({"head_code": code.to_dict()} if code else {}),
+                  "class_weights_used": None if weights is None else weights.tolist()}
+        _write_run_meta(run_dir, **common, status="running")
 
-    per_run, histories, evaluations = [], {}, []
-    for r in range(config.runs):
-        seed = config.seed + r
-        sub = f"runs/seed_{seed}"
-        fit = fit_one(wheres, head_config, meta_base, subset, splits.val, config, seed, run_dir / sub, progress,
-                      cls, weights)
-        (run_dir / sub / "history.json").write_text(json.dumps(clean_json(fit.history), indent=1))
-        ev = evaluate_head(fit.head, fit.meta, wheres, eval_idx, config.device, config.batch_size,
-                           config.loader_workers, keep_samples=4, progress=progress,
-                           desc=f"seed {seed}: {eval_split} split")
-        evaluations.append(ev)
-        histories[f"seed {seed}"] = fit.history
-        per_run.append({"seed": seed, "run_dir": sub, "best_epoch": fit.meta.epoch, "val_miou": fit.meta.val_miou,
-                        "epochs_run": len(fit.history), **ev.metrics})
-    best = int(np.argmax([r["val_miou"] if r["val_miou"] is not None else -1 for r in per_run]))
-    results = {
-        "split": eval_split, "n_tiles": int(len(eval_idx)), "stores": wheres, "store_identity": store.identity,
-        "class_names": list(sch.class_names), "head": head_config.kind, "blocks": [b.name for b in blocks],
-        "timesteps": list(timesteps), "label_fraction": config.label_fraction, "n_train_tiles": int(len(subset)),
-        "n_val_tiles": int(len(splits.val)), "val_source": splits.val_source, "runs": config.runs,
-        "seeds": [r["seed"] for r in per_run], "best_run": per_run[best]["run_dir"],
-        **aggregate_runs(per_run, sch.class_names),
-        "per_slide": per_run[best]["per_slide"], "per_patient": per_run[best]["per_patient"], "per_run": per_run,
-        **label_origin(store),
-    }
-    total = ConfusionMatrix(len(sch.class_names), sch.ignore_index)
-    for ev in evaluations:
-        total.merge(ev.confusion)
-    write_report(run_dir, results, confusion=total, samples=evaluations[best].samples, histories=histories,
-                 class_names=sch.class_names, ignore_index=sch.ignore_index, plots=plots, progress=progress)
-    _write_run_meta(run_dir, **common, status="done", best_run=results["best_run"])
+        per_run, histories, evaluations = [], {}, []
+        for r in range(config.runs):
+            seed = config.seed + r
+            sub = f"runs/seed_{seed}"
+            fit = fit_one(wheres, head_config, meta_base, subset, splits.val, config, seed, run_dir / sub, progress,
+                          cls, weights)
+            (run_dir / sub / "history.json").write_text(json.dumps(clean_json(fit.history), indent=1))
+            ev = evaluate_head(fit.head, fit.meta, wheres, eval_idx, config.device, config.batch_size,
+                               config.loader_workers, keep_samples=4, progress=progress,
+                               desc=f"seed {seed}: {eval_split} split")
+            evaluations.append(ev)
+            histories[f"seed {seed}"] = fit.history
+            per_run.append({"seed": seed, "run_dir": sub, "best_epoch": fit.meta.epoch, "val_miou": fit.meta.val_miou,
+                            "epochs_run": len(fit.history), **ev.metrics})
+        best = int(np.argmax([r["val_miou"] if r["val_miou"] is not None else -1 for r in per_run]))
+        results = {
+            "split": eval_split, "n_tiles": int(len(eval_idx)), "stores": wheres, "store_identity": store.identity,
+            "class_names": list(sch.class_names), "head": head_config.kind, "blocks": [b.name for b in blocks],
+            "timesteps": list(timesteps), "label_fraction": config.label_fraction, "n_train_tiles": int(len(subset)),
+            "n_val_tiles": int(len(splits.val)), "val_source": splits.val_source, "runs": config.runs,
+            "seeds": [r["seed"] for r in per_run], "best_run": per_run[best]["run_dir"],
+            **aggregate_runs(per_run, sch.class_names),
+            "per_slide": per_run[best]["per_slide"], "per_patient": per_run[best]["per_patient"], "per_run": per_run,
+            **label_origin(store), "store_tiles": tiles_written,
+        }
+        total = ConfusionMatrix(len(sch.class_names), sch.ignore_index)
+        for ev in evaluations:
+            total.merge(ev.confusion)
+        write_report(run_dir, results, confusion=total, samples=evaluations[best].samples, histories=histories,
+                     class_names=sch.class_names, ignore_index=sch.ignore_index, plots=plots, progress=progress)
+        _write_run_meta(run_dir, **common, status="done", best_run=results["best_run"])
     return TrainResult(json.loads((run_dir / "results.json").read_text()), run_dir)

@@ -128,3 +128,31 @@ def test_a_pca_preset_no_narrower_than_the_blocks_is_refused(tmp_path):
     r = runner.invoke(app, ["extract", str(DATA / "he_tiles"), "-o", str(tmp_path / "k.zarr"), "--tile-size", "64",
                             "--compact", "pca56", "--calibration-tiles", "4", "--limit", "4", "--quiet"])
     assert r.exit_code == 0 and "keep all their channels" in r.output, r.output  # up2 (48) narrower than 56
+
+
+@pytest.fixture(scope="module")
+def labelled_run(tmp_path_factory):
+    """(store, run) of a linear head trained on a small synthetic store."""
+    from helpers import synth
+
+    from pathsegdiff.store import create_store
+
+    root = tmp_path_factory.mktemp("trained")
+    store = root / "s.zarr"
+    with create_store(store, synth.schema(), synth.records()) as w:
+        w.write(range(synth.N_TILES), synth.tile_batch(range(synth.N_TILES)))
+    r = runner.invoke(app, ["train", str(store), "-o", str(root / "run"), "--head", "linear", "--epochs", "1",
+                            "--quiet"])
+    assert r.exit_code == 0, r.output
+    return store, root / "run"
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "full"])
+def test_train_and_evaluate_refuse_before_the_work_and_leave_nothing(tmp_path, labelled_run, read_only):
+    store, run = labelled_run
+    with tmpfs(tmp_path / "mnt", size="256k", read_only=read_only) as mnt:
+        out = mnt / "run"
+        _one_line(["train", str(store), "-o", str(out), "--head", "fcn", "--epochs", "1", "--quiet"], out)
+        report = mnt / "report"
+        _one_line(["evaluate", str(run), "-o", str(report), "--quiet"], report)
+        assert not out.exists() and not report.exists()
