@@ -98,6 +98,7 @@ def evaluate_head(
     slides_of: dict[str, set[str]] = {}
     objects = ObjectMetrics() if with_instances else None
     samples: list[dict[str, Any]] = []
+    plain: list[dict[str, Any]] = []  # tiles with fewer than two labelled classes: shown only to fill up
     loader = make_loader(ds, batch_size, False, loader_workers)
     for batch in bar(len(loader), desc, progress, iterable=loader):
         inputs = batch_inputs(batch, dev, meta.head.out_size, rgb_in)
@@ -115,9 +116,13 @@ def evaluate_head(
                 labelled = labels[j] != ignore
                 objects.update(batch["instances"][j].numpy() * labelled,
                                instances_from_mask((pred[j] != 0) & labelled))
-            if len(samples) < keep_samples and "rgb" in batch:
-                samples.append({"index": i, "tile_id": str(tile_ids[i]), "rgb": batch["rgb"][j].numpy(),
-                                "labels": labels[j], "predicted": pred[j]})
+            # example tiles for overlays.png: tiles holding two or more labelled classes first (not empty glass)
+            varied = len(np.unique(labels[j][labels[j] != ignore])) >= 2
+            pool = samples if varied else plain
+            if len(pool) < keep_samples and "rgb" in batch:
+                pool.append({"index": i, "tile_id": str(tile_ids[i]), "rgb": batch["rgb"][j].numpy(),
+                             "labels": labels[j], "predicted": pred[j]})
+    samples = (samples + plain)[:keep_samples]
     metrics = {**cm.summary(meta.class_names), **boundary.summary(meta.class_names), "n_tiles": int(len(indices)),
                "per_slide": per_slide_summary(by_slide), "per_patient": per_patient_summary(by_patient, slides_of)}
     if objects is not None:
