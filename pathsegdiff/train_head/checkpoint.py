@@ -161,7 +161,10 @@ def load_head(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
 def _read_meta(path: Path) -> HeadMeta:
     if path.stat().st_size > MAX_META_BYTES:
         raise ConfigError(f"{path.name} is {path.stat().st_size:,} bytes, not a head description")
-    doc = json.loads(path.read_text())
+    try:
+        doc = json.loads(path.read_text())
+    except RecursionError:  # a crafted file nested deeper than the parser's stack
+        raise ConfigError(f"{path.name} is nested too deeply to be a head description") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path.name} holds a JSON {type(doc).__name__}, not a head description")
     return HeadMeta.from_dict(doc)
