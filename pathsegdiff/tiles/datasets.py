@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pathsegdiff.errors import ConfigError, InputError
@@ -74,18 +74,6 @@ class SourceConfig:
             raise ConfigError(f"--unknown-classes must be refuse or ignore, got {self.unknown_classes!r}")
         if not 0 <= self.min_tissue <= 1:
             raise ConfigError(f"--min-tissue must be in 0..1, got {self.min_tissue}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["class_names"] = list(self.class_names) if self.class_names else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SourceConfig:
-        d = dict(d)
-        if d.get("class_names") is not None:
-            d["class_names"] = tuple(d["class_names"])
-        return cls(**d)
 
 
 def open_source(path: str | Path, cfg: SourceConfig = SourceConfig()) -> TileSource:
