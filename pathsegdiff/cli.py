@@ -88,6 +88,13 @@ def split_list(value: str | None, cast=str) -> tuple | None:
 
 
 # --- store -------------------------------------------------------------------
+# Options several commands share, defined once.
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+Device = Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")]
+StoreBlocks = Annotated[str | None, typer.Option(metavar="BLOCKS", help="Comma-separated blocks; default: every block in the store.")]
+StoreTimesteps = Annotated[str | None, typer.Option(metavar="TIMESTEPS", help="Comma-separated timesteps; default: all in the store.")]
+
+
 StoreArg = Annotated[str, typer.Argument(metavar="STORE", help="Store: a directory, a .zip made by 'store pack', or a URL (s3://...).")]
 
 
@@ -194,7 +201,7 @@ def store_compact_cmd(
     compact: Annotated[str, typer.Option(metavar="COMPACT", help="int8, pcaK or pcaK-int8 (e.g. pca64-int8).")],
     calibration_tiles: Annotated[int, typer.Option(metavar="CALIBRATION_TILES", help="pcaK presets: written tiles, spread over the slides, the bases are fitted on.")] = 32,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write a compact copy of a finished, sound float16 store (labels, RGB and the tile table carried over)."""
     from pathsegdiff.store.commands.compact import compact_store
@@ -219,7 +226,7 @@ def extract_cmd(
     seed: Annotated[int, typer.Option(metavar="SEED", help="Global noise seed (per-tile noise derives from it).")] = 0,
     conditioning: Annotated[str, typer.Option(metavar="CONDITIONING", help="null | hipt:PATH (vit256_small_dino.pth) | precomputed:PATH.")] = "null",
     batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per model batch.")] = 8,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
+    device: Device = "cpu",
     dtype: Annotated[str, typer.Option(metavar="DTYPE", help="Compute dtype: fp32, bf16 or fp16 (the store holds float16).")] = "fp32",
     codec: Annotated[str, typer.Option(metavar="CODEC", help="Feature codec: none, lz4, zstd, bitround7-zstd (lossy).")] = "none",
     tile_size: Annotated[int, typer.Option(metavar="TILE_SIZE", help="Tile size in pixels.")] = 256,
@@ -245,7 +252,7 @@ def extract_cmd(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (inductor), channels-last; features within 1e-4 relative of eager; eager with one warning line if compiling fails.")] = False,
     vit_input_size: Annotated[int | None, typer.Option("--vit-input-size", metavar="VIT_INPUT_SIZE", help="ViT models: resize each tile to this many px (a multiple of the patch size, e.g. 224) instead of the largest multiple not above the tile (252 for 256 px tiles at patch 14).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store instead of resuming it.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Run the model once per tile and fill (or resume) a feature store."""
     import os
@@ -297,15 +304,15 @@ def train_cmd(
     out: Annotated[str, typer.Option("-o", "--out", metavar="OUT", help="Run directory to write (refused if it holds another run).")],
     head: Annotated[str, typer.Option(metavar="HEAD", help="Head: fcn, linear, mlp, rgb-fcn (fcn + the tile's stored RGB at full resolution), or your own nn.Module as path/to/heads.py:Class or package.module:Class (docs/heads.md); the run records its file's SHA-256.")] = "fcn",
     head_args: Annotated[str | None, typer.Option(metavar="HEAD_ARGS", help="The head's keyword arguments: a JSON object ('{\"width\": 64}') or a .json file; built-in heads take their own fields (fcn: proj_channels, hidden_channels, conv_layers; rgb-fcn also rgb_channels, rgb_layers; mlp: mlp_hidden, ensemble, pixels_per_tile).")] = None,
-    blocks: Annotated[str | None, typer.Option(metavar="BLOCKS", help="Comma-separated blocks; default: every block in the store.")] = None,
-    timesteps: Annotated[str | None, typer.Option(metavar="TIMESTEPS", help="Comma-separated timesteps; default: all in the store.")] = None,
+    blocks: StoreBlocks = None,
+    timesteps: StoreTimesteps = None,
     epochs: Annotated[int, typer.Option(metavar="EPOCHS", help="Most epochs per run (early stopping may end sooner).")] = 30,
     batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per step.")] = 8,
     lr: Annotated[float, typer.Option(metavar="LR", help="AdamW learning rate (cosine schedule).")] = 1e-3,
     label_fraction: Annotated[str, typer.Option(metavar="LABEL_FRACTION", help="Train tiles used: a fraction (0.1), a percentage (10%) or a count (25).")] = "1",
     runs: Annotated[int, typer.Option(metavar="RUNS", help="Repeat with seeds seed..seed+runs-1; results give mean and std.")] = 1,
     seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of the first run.")] = 0,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
+    device: Device = "cpu",
     loss: Annotated[str, typer.Option(metavar="LOSS", help="ce (cross-entropy) or focal (focal loss, --focal-gamma).")] = "ce",
     focal_gamma: Annotated[float, typer.Option(metavar="FOCAL_GAMMA", help="Focal loss exponent: (1 - p)^gamma; 0 is cross-entropy.")] = 2.0,
     class_weights: Annotated[str | None, typer.Option(metavar="CLASS_WEIGHTS", help="Weight the loss per class: auto (inverse pixel frequencies of the training tiles, scaled to average 1 over the classes present) or one weight per class (1,3,1).")] = None,
@@ -316,7 +323,7 @@ def train_cmd(
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Train on a store still being written even when a split the run evaluates on has no written tile yet (always said, and recorded in results.json).")] = False,
     coefficients: Annotated[bool, typer.Option("--coefficients", help="Train on a PCA store's coefficients (faster reads); the head is saved composed onto the store's features.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train a segmentation head from the store alone; write RUN/results.json, summary.md and plots."""
     from pathsegdiff.errors import ConfigError
@@ -344,11 +351,11 @@ def evaluate_cmd(
     run: Annotated[str, typer.Argument(metavar="RUN", help="Run directory written by 'pathsegdiff train'.")],
     store: Annotated[list[str] | None, typer.Option("--store", metavar="STORE", help="Store to evaluate on (same features as the training stores); repeat for several; default: the stores the run was trained on.")] = None,
     split: Annotated[str, typer.Option(metavar="SPLIT", help="train, val or test.")] = "test",
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
+    device: Device = "cpu",
     batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per batch.")] = 8,
     out: Annotated[str | None, typer.Option("-o", "--out", metavar="OUT", help="Report directory; default RUN/eval/<store>-<split>.")] = None,
     head_code: Annotated[str | None, typer.Option(metavar="HEAD_CODE", help="A plug-in head's code, when the file the run recorded is gone or changed: a copy with the recorded SHA-256 (another is refused).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Evaluate a trained head on a split of a store; write results.json, summary.md and plots."""
     from pathsegdiff.train_head.checkpoint import recorded_stores
@@ -375,7 +382,7 @@ def predict_cmd(
     overlap: Annotated[int | None, typer.Option(metavar="OVERLAP", help="Pixels of overlap between neighbouring tiles (default: a quarter of the tile).")] = None,
     window: Annotated[str, typer.Option(metavar="WINDOW", help="Tile fusion: gaussian (centre-weighted), mean, or none.")] = "gaussian",
     batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per model batch.")] = 8,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
+    device: Device = "cpu",
     mpp: Annotated[float, typer.Option(metavar="MPP", help="Analysis resolution, um/px (the head's: 0.5 for the reference model).")] = 0.5,
     source_mpp: Annotated[float | None, typer.Option(metavar="SOURCE_MPP", help="Resolution of a plain image, um/px (default: assume it is already at --mpp).")] = None,
     min_tissue: Annotated[float, typer.Option(metavar="MIN_TISSUE", help="Slides: skip tiles with less tissue than this fraction (0: analyse every tile with any tissue).")] = 0.0,
@@ -431,7 +438,7 @@ def pretrain_cmd(
     device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda (bf16 autocast on cuda).")] = "cpu",
     threads: Annotated[int | None, typer.Option(metavar="THREADS", help="Torch threads (default: torch's).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier pretrain output in OUT (never other files).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train a conditioned latent diffusion model on unlabeled tiles (autoencoder, then UNet); resumable."""
     import sys
@@ -462,15 +469,15 @@ def cluster_cmd(
     out: Annotated[str, typer.Option("-o", "--out", metavar="DIR", help="Output folder: centroids, per-tile maps, an overlay and QuPath GeoJSON per slide, summary.json (refused if it holds anything but an earlier cluster output).")],
     k: Annotated[int, typer.Option("-k", metavar="K", help="Clusters (kmeans) or concepts (nmf), 2 to 254.")] = 3,
     method: Annotated[str, typer.Option(metavar="kmeans|nmf", help="kmeans (streaming MiniBatchKMeans) or nmf (MiniBatchNMF concepts of the standardised features split into positive and negative parts).")] = "kmeans",
-    blocks: Annotated[str | None, typer.Option(metavar="LIST", help="Comma-separated blocks; default: every block in the store.")] = None,
-    timesteps: Annotated[str | None, typer.Option(metavar="LIST", help="Comma-separated timesteps; default: all in the store.")] = None,
+    blocks: StoreBlocks = None,
+    timesteps: StoreTimesteps = None,
     size: Annotated[int | None, typer.Option(metavar="PX", help="Map side in pixels per tile (default: the finest selected block's); blocks are resized to it.")] = None,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the tile order, the pixels drawn and the initialisation.")] = 0,
     fit_pixels: Annotated[int, typer.Option(metavar="N", help="Pixels drawn per tile to fit on (0: all); every pixel is assigned afterwards.")] = 1024,
     batch_tiles: Annotated[int, typer.Option(metavar="N", help="Tiles per partial_fit step.")] = 8,
     passes: Annotated[int, typer.Option(metavar="N", help="Fitting passes over the tiles.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier cluster output in --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """An unsupervised tissue map from the stored features (k-means or NMF, no labels, no model)."""
     from pathsegdiff.cluster import ClusterConfig, cluster_stores, summary_line
