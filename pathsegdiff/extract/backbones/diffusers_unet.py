@@ -79,7 +79,8 @@ def load_ssl_projection(folder: Path) -> tuple[SSLProjection, dict]:
 
 def _load(cls, folder: Path):
     try:
-        return cls.from_pretrained(str(folder), local_files_only=True)
+        # low_cpu_mem_usage=False: the default asks for `accelerate` and prints a warning when it is missing
+        return cls.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False)
     except Exception as exc:  # diffusers raises OSError/ValueError/EnvironmentError variants
         raise ModelLoadError(f"{folder}: cannot load {cls.__name__} ({exc})") from exc
 
