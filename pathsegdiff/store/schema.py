@@ -12,6 +12,7 @@ identity hash) is in ``identity.py`` and re-exported here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -62,15 +63,16 @@ LABELS, INSTANCES, RGB, SSL, LATENT = "labels", "instances", "rgb", "ssl", "late
 PCA_GROUP = "pca"
 PCA_PARTS = ("mean", "components", "explained")
 
-# Every top-level entry of a store directory: anything else in it is not the store's, and replacing the store
-# (--overwrite) refuses rather than delete it.
+PARTIAL_WRITE = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr LocalStore's temporary name of an object being written
+# Every top-level entry of a store directory: with anything else in it, --overwrite refuses to delete it.
 TOP_LEVEL = frozenset({"zarr.json", LOCK_NAME, TILES_GROUP, FEATURES_GROUP, LABELS, INSTANCES, RGB, SSL, LATENT,
                        PCA_GROUP, "MANIFEST.sha256"})
 
 
 def foreign_entries(names) -> list[str]:
-    """The names among a store directory's top-level entries that no store writes."""
-    return sorted(n for n in names if n not in TOP_LEVEL and not n.startswith(LOCK_NAME))
+    """Top-level names no store writes (a killed write's ``.partial`` temporary is the store's own)."""
+    return sorted(n for n in names if n not in TOP_LEVEL and not n.startswith(LOCK_NAME)
+                  and not PARTIAL_WRITE.search(n))
 
 
 SPLITS = ("train", "val", "test", "")

@@ -140,3 +140,10 @@ def test_store_pack_overwrite_replaces_only_a_packed_store(tmp_path, store):
     assert runner.invoke(app, ["store", "pack", str(store), str(ours)]).exit_code == 0
     r = runner.invoke(app, ["store", "pack", str(store), str(ours), "--overwrite"])
     assert r.exit_code == 0, r.output  # a packed store is the command's own output
+
+
+def test_a_killed_writes_temporary_is_the_stores_own_not_a_users_file():
+    from pathsegdiff.store.schema import foreign_entries
+
+    names = ["zarr.json", "tiles", "zarr.194978c49daf462da4e6ccc9a5f712f5.partial", "thesis.docx"]
+    assert foreign_entries(names) == ["thesis.docx"]
