@@ -1,0 +1,7 @@
+"""``python -m pathsegdiff.cli``."""
+
+import sys
+
+from pathsegdiff.cli import main
+
+sys.exit(main())
