@@ -21,6 +21,7 @@ from helpers import cohort_data as cd
 from helpers.cohort_data import extract
 from helpers.stores import store_bytes
 from pathsegdiff.cli import app
+from pathsegdiff.colours import class_colour
 from pathsegdiff.store import open_store
 from pathsegdiff.store.tile_table import full_table
 from pathsegdiff.store.commands.verify import verify_store
@@ -109,6 +110,8 @@ def test_qc_thumbnails_and_a_line_per_slide_in_store_info(cohort_store):
         im = np.asarray(Image.open(qc / f"{slide}.png").convert("RGB"))
         assert im.shape[0] > 300 and im.shape[1] >= 320
         assert (np.abs(im.astype(int) - (0, 200, 0)).sum(-1) == 0).any()  # the tissue outline is drawn
+        for k in range(len(open_store(path).schema.class_names)):  # legend swatches in the project's colours,
+            assert (im == np.array(class_colour(k), np.uint8)).all(-1).sum() >= 100, k  # not QuPath's
     r = runner.invoke(app, ["store", "info", str(path)])
     assert r.exit_code == 0, r.output
     lines = {ln.split()[0]: ln for ln in r.output.splitlines() if ln.startswith("  ")}

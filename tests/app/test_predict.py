@@ -81,6 +81,8 @@ def test_predict_image_writes_mask_overlay_and_geojson(small_image, head_run, tm
     assert r.exit_code == 0, r.output
     mask = np.asarray(Image.open(out / "mask.png"))
     assert mask.shape == (320, 352) and mask.dtype == np.uint8
+    summary = json.loads((out / "prediction.json").read_text())
+    assert (summary["width"], summary["height"]) == (352, 320)  # named, as the console's W x H, not an [H, W] pair
     assert set(np.unique(mask)) <= {0, 1, 2}
     ov = np.asarray(Image.open(out / "overlay.png").convert("RGB"))
     assert ov.shape[1] == 352 and ov.shape[0] > 320  # the picture, then a legend strip under it
