@@ -48,13 +48,7 @@ def _config(ae_steps: int = 4, unet_steps: int = 4, seed: int = 3) -> PretrainCo
                           crop=CROP, seed=seed)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast, and two stall badly when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models; two threads stall when jobs share the cores
 
 
 def _weights(root: Path) -> dict[str, bytes]:

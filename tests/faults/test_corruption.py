@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import synth
+from helpers.stores import damage
 from pathsegdiff.cli import app
 from pathsegdiff.errors import CorruptStoreError, PathsegdiffError
 from pathsegdiff.store import StoreSchema, create_store, open_store
@@ -52,21 +53,6 @@ def store(pristine, tmp_path):
     path = tmp_path / "s.zarr"
     shutil.copytree(pristine, path)
     return path
-
-
-def damage(path, how: str) -> None:
-    data = bytearray(path.read_bytes())
-    if how == "flip":
-        data[len(data) // 2] ^= 0x40
-        path.write_bytes(bytes(data))
-    elif how == "truncate":
-        path.write_bytes(bytes(data[: len(data) // 3]))
-    elif how == "delete":
-        path.unlink()
-    elif how == "garbage":
-        path.write_bytes(b"\x00\xff not json \x89PNG")
-    else:
-        raise ValueError(how)
 
 
 def cli(*args):

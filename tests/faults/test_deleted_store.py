@@ -12,16 +12,13 @@ from typer.testing import CliRunner
 from helpers import synth
 from pathsegdiff.cli import app
 from pathsegdiff.errors import StoreNotFoundError
-from pathsegdiff.store import create_store, open_store
+from pathsegdiff.store import open_store
 from pathsegdiff.store.commands.copy import copy_store
 
 
 @pytest.fixture
 def store(tmp_path):
-    path = tmp_path / "s.zarr"
-    with create_store(path, synth.schema(), synth.records()) as w:
-        w.write(range(8), synth.tile_batch(range(8)))
-    return path
+    return synth.written_store(tmp_path / "s.zarr", 8)
 
 
 def test_directory_deleted_while_open(store):

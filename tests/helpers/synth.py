@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, TileBatch, TileRecord
+from pathsegdiff.store import BlockSpec, FeatureSpec, StoreSchema, TileBatch, TileRecord, create_store
 
 TILE = 32
 N_TILES = 12
@@ -46,3 +48,10 @@ def tile_batch(indices, sch: StoreSchema | None = None) -> TileBatch:
     rgb = np.stack([np.random.default_rng([i, 2]).integers(0, 256, (3, s, s), dtype=np.uint8) for i in indices])
     ssl = np.stack([np.random.default_rng([i, 3]).normal(size=sch.ssl_dim).astype(np.float32) for i in indices])
     return TileBatch(feats, labels=labels, rgb=rgb, ssl=ssl)
+
+
+def written_store(path: Path, n_written: int) -> Path:
+    """A store of the synthetic schema with its first ``n_written`` tiles written (the rest todo)."""
+    with create_store(path, schema(), records()) as w:
+        w.write(range(n_written), tile_batch(range(n_written)))
+    return path

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import synth
+from helpers.stores import damage as damage_object
 from pathsegdiff.cli import app
 from pathsegdiff.errors import CorruptStoreError, NotAStoreError, SchemaVersionError, StoreNotFoundError
 from pathsegdiff.store import create_store, open_store
@@ -19,10 +20,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def store(tmp_path):
-    path = tmp_path / "s.zarr"
-    with create_store(path, synth.schema(), synth.records()) as w:
-        w.write(range(6), synth.tile_batch(range(6)))
-    return path
+    return synth.written_store(tmp_path / "s.zarr", 6)
 
 
 def chunk(store, name, tile):
@@ -92,14 +90,7 @@ def test_damaged_root_metadata(store):
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_damaged_chunk_is_named_by_verify(store, damage):
     path = chunk(store, "features/t150/up2", 4)
-    data = bytearray(path.read_bytes())
-    if damage == "flip":
-        data[len(data) // 2] ^= 0x40
-        path.write_bytes(bytes(data))
-    elif damage == "truncate":
-        path.write_bytes(bytes(data[: len(data) // 3]))
-    else:
-        path.unlink()
+    damage_object(path, damage)
     rep = verify_store(store)
     assert not rep.ok
     assert list(rep.problems) == ["tile004"]

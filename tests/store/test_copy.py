@@ -9,7 +9,7 @@ from helpers import synth
 from helpers.stores import store_bytes
 from pathsegdiff.cli import app
 from pathsegdiff.errors import StoreExistsError
-from pathsegdiff.store import create_store, open_store
+from pathsegdiff.store import open_store
 from pathsegdiff.store.commands.copy import MANIFEST, check_manifest, copy_store
 
 runner = CliRunner()
@@ -17,10 +17,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def store(tmp_path):
-    path = tmp_path / "s.zarr"
-    with create_store(path, synth.schema(), synth.records()) as w:
-        w.write(range(7), synth.tile_batch(range(7)))
-    return path
+    return synth.written_store(tmp_path / "s.zarr", 7)
 
 
 def same_tiles(a, b):

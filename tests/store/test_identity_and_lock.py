@@ -19,10 +19,7 @@ from pathsegdiff.store.schema import LOCK_NAME
 
 @pytest.fixture
 def store(tmp_path):
-    path = tmp_path / "s.zarr"
-    with open_or_create(path, synth.schema(), synth.records()) as w:
-        w.write(range(3), synth.tile_batch(range(3)))
-    return path
+    return synth.written_store(tmp_path / "s.zarr", 3)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from helpers.synthetic_store import build_store
 
@@ -19,9 +18,5 @@ def shuffled_store(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores are shared by several test runs; one torch thread keeps timings sane."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_thread):
+    """Every train_head test on one torch thread (tests/conftest.py): two cores are shared by several test runs."""
