@@ -12,8 +12,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "pathsegdiff"
 
 # Who may import whom, by top-level part: a part imports only parts to its right in this order.
-LAYERS = ["cli", "demo", "doctor", "cluster", "predict", "train_head", "extract", "tiles", "store", "output_dir",
-          "colours", "errors", "__init__"]
+LAYERS = ["cli", "demo", "doctor", "cluster", "predict", "sweep", "train_head", "extract", "tiles", "store",
+          "output_dir", "colours", "errors", "__init__"]
 NEVER = {("train_head", "extract"), ("extract", "train_head"), ("tiles", "extract"), ("store", "tiles")}
 MAX_LINES = 300
 LONGER = {}

@@ -7,7 +7,7 @@ importing them here, in this order, is what lists the commands in ``--help``.
 from __future__ import annotations
 
 # isort: off
-from pathsegdiff.cli import store_cmds, extract_cmd, head_cmds, model_cmds, app_cmds  # noqa: F401  (registers them, in this order)
+from pathsegdiff.cli import store_cmds, extract_cmd, head_cmds, sweep_cmd, model_cmds, app_cmds  # noqa: F401  (registers them, in this order)
 # isort: on
 from pathsegdiff.cli.common import app
 from pathsegdiff.cli.head_cmds import evaluate_cmd, predict_cmd, train_cmd
