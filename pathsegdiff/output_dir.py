@@ -7,6 +7,8 @@ before markers existed, when the folder holds only names the command writes)
 and nothing else is in it; anything else is refused in one line, with or
 without ``--overwrite``.  The check runs before the long work; the folder is
 emptied only when the command is about to write.
+``convert timm-vit`` writes no marker (its folder is a model others load): it
+is recognised by its three files alone.
 
 :func:`require_room` is the other check before long work: the folder can be
 written (a probe file) and its device has the room; :func:`written_or_removed`

@@ -239,10 +239,10 @@ def test_bad_checkpoints_and_folders_are_refused(tmp_path):
     with pytest.raises(ModelLoadError, match="unknown architecture 'uni3'"):
         convert_timm_vit(tmp_path / "uni.bin", "uni3", tmp_path / "c")
     out = convert_timm_vit(tmp_path / "uni.bin", "uni", tmp_path / "d")
-    with pytest.raises(StoreExistsError, match="earlier conversion; pass --overwrite"):
+    with pytest.raises(StoreExistsError, match="earlier 'convert timm-vit' output; pass --overwrite"):
         convert_timm_vit(tmp_path / "uni.bin", "uni", out)
     assert convert_timm_vit(tmp_path / "uni.bin", "uni", out, overwrite=True) == out
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(StoreExistsError, match=r"does not write \(notes.txt\)"):
+    with pytest.raises(StoreExistsError, match=r"'convert timm-vit' did not write \(notes.txt\)"):
         convert_timm_vit(tmp_path / "uni.bin", "uni", out, overwrite=True)
     assert not any((tmp_path / n).exists() for n in "abc")

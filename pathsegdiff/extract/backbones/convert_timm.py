@@ -51,12 +51,14 @@ from pathlib import Path
 
 import torch
 
-from pathsegdiff.errors import ModelLoadError, StoreExistsError
+from pathsegdiff.errors import ModelLoadError
 from pathsegdiff.extract.backbones.checkpoint_io import read_state_dict
 from pathsegdiff.extract.backbones.vit import load_vit_folder, transformers_class
 from pathsegdiff.extract.backbones.vit_backbone import IMAGENET_MEAN, IMAGENET_STD
+from pathsegdiff.output_dir import OutputKind, check_output_dir
 
 WRITTEN = ("config.json", "model.safetensors", "preprocessor_config.json")
+CONVERSION = OutputKind("convert timm-vit", names=frozenset(WRITTEN), required=frozenset(WRITTEN))
 CHECKPOINT_NAMES = ("pytorch_model.bin", "model.safetensors")
 UNUSED = ("head.weight", "head.bias")  # a classifier: not on the path to the patch tokens
 
@@ -217,19 +219,6 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a folder holding anything but an earlier conversion, and an earlier conversion without overwrite."""
-    if out.exists() and not out.is_dir():
-        raise StoreExistsError(f"{out}: exists and is a file; choose a folder for the converted model")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    foreign = [e for e in entries if e not in WRITTEN]
-    if foreign:
-        raise StoreExistsError(f"{out}: holds files a conversion does not write ({', '.join(foreign[:3])}); "
-                               "choose another folder")
-    if entries and not overwrite:
-        raise StoreExistsError(f"{out}: holds an earlier conversion; pass --overwrite to replace it")
-
-
 def convert_timm_vit(checkpoint: str | Path, arch: str | TimmViTArch, out_dir: str | Path,
                      overwrite: bool = False) -> Path:
     """Write the transformers folder of a timm ViT checkpoint (file or folder) to ``out_dir``; return ``out_dir``.
@@ -241,7 +230,7 @@ def convert_timm_vit(checkpoint: str | Path, arch: str | TimmViTArch, out_dir: s
     from safetensors.torch import save_file
 
     arch, out = parse_arch(arch), Path(out_dir)
-    check_out_dir(out, overwrite)
+    check_output_dir(out, CONVERSION, overwrite)  # only an earlier conversion is ever replaced
     source = find_checkpoint(Path(checkpoint))
     tensors, config = convert_state_dict(read_state_dict(source), arch)
     created = not out.exists()
