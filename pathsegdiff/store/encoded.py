@@ -115,9 +115,12 @@ class EncodedReads:
         stored = [self.read_array(n, idx) for n in self.encoding.stored_arrays(timestep, block)]
         return self.encoding.decode(timestep, block, stored, coefficients=True)
 
-    def decoded(self, got: Mapping[str, np.ndarray], timestep: int, block: str) -> np.ndarray:
-        """One block's features from its stored arrays (``got``: array path -> what was read)."""
-        return self.encoding.decode(timestep, block, [got[n] for n in self.encoding.stored_arrays(timestep, block)])
+    def decoded(self, got: Mapping[str, np.ndarray], timestep: int, block: str,
+                coefficients: bool = False) -> np.ndarray:
+        """One block's features (``coefficients``: a PCA store's coefficients) from its stored arrays (``got``:
+        array path -> what was read)."""
+        return self.encoding.decode(timestep, block, [got[n] for n in self.encoding.stored_arrays(timestep, block)],
+                                    coefficients=coefficients)
 
 
 def check_bases(spec: S.FeatureSpec, bases: Mapping[BlockKey, PCABasis]) -> None:

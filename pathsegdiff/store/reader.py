@@ -217,8 +217,10 @@ class FeatureStore(TableReads, EncodedReads):
             raise SchemaError(f"{self.location}: this store holds no {what}")
         return self.read_array(name, idx)
 
-    def read_tile(self, i: int, blocks: Any = None, timesteps: Any = None, extras: bool = True) -> TileData:
-        """All selected arrays of tile ``i``; raises if the tile is not written."""
+    def read_tile(self, i: int, blocks: Any = None, timesteps: Any = None, extras: bool = True,
+                  coefficients: bool = False) -> TileData:
+        """All selected arrays of tile ``i``; raises if the tile is not written.  ``coefficients``: a PCA store's
+        float32 coefficients (K, h, w) as the features, not projected back (``read_coefficients``)."""
         i = int(i)
         if not 0 <= i < self.n_tiles:
             raise SchemaError(f"{self.location}: tile index {i} out of range 0..{self.n_tiles - 1}")
@@ -230,11 +232,13 @@ class FeatureStore(TableReads, EncodedReads):
                 f"{self.location}: tile {i} ({self.tile_ids()[i]}) is {S.STATUS_NAMES.get(st, st)}, not written"
             )
         blocks, timesteps = self.check_selection(blocks, timesteps)
+        if coefficients and not self.encoding.encoding.uses_pca:
+            raise SchemaError(f"{self.location}: a {self.encoding.encoding.name} store holds no PCA coefficients")
         names = [n for t in timesteps for b in blocks for n in self.encoding.stored_arrays(t, b)]
         beside = {a.kind: a.name for a in S.data_arrays(self.schema) if a.kind in S.EXTRA_KINDS} if extras else {}
         names += list(beside.values())
         got = dict(zip(names, self.read_arrays(names, i)))
-        feats = {t: {b: self.decoded(got, t, b) for b in blocks} for t in timesteps}
+        feats = {t: {b: self.decoded(got, t, b, coefficients) for b in blocks} for t in timesteps}
         return TileData(i, self.record(i), feats, **{kind: got[name] for kind, name in beside.items()})
 
     def read_arrays(self, names: Sequence[str], i: int) -> list[np.ndarray]:

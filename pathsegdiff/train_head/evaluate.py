@@ -8,6 +8,10 @@ a patient are left out of the per-patient metrics.  GlaS object metrics are
 added when the stores hold instance ids: predicted objects are the connected
 components of the predicted foreground (every class but 0) inside the
 labelled region.
+
+On a PCA store a built-in head reads the stored coefficients with its first
+layer composed onto them, not decoded features (``read_path.py``); the path
+taken is in the metrics (``feature_path``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from pathsegdiff.train_head.heads.protocol import predict_classes
 from pathsegdiff.train_head.metrics import ConfusionMatrix, per_patient_summary, per_slide_summary
 from pathsegdiff.train_head.object_metrics import ObjectMetrics, instances_from_mask
 from pathsegdiff.train_head.progress import bar
+from pathsegdiff.train_head.read_path import read_path
 from pathsegdiff.train_head.results import EvaluateResult, metrics_text
 from pathsegdiff.train_head.splits import read_splits, require_labels
 from pathsegdiff.train_head.store_set import StoreSet, open_stores
@@ -73,13 +78,18 @@ def evaluate_head(
     keep_samples: int = 4,
     progress: bool = False,
     desc: str = "evaluate",
+    compose: bool = True,
+    echo: Callable[[str], None] = lambda line: None,
 ) -> Evaluation:
     """Predict every tile of ``indices`` (numbered across the stores ``where``) and accumulate pixel,
-    per-slide, per-patient and object metrics."""
+    per-slide, per-patient and object metrics.  ``compose=False``: decode a PCA store's features even for a
+    head that composes onto its coefficients; ``echo`` hears why a head on a PCA store decodes."""
     dev = resolve_device(device)
     head = head.to(dev).eval()
     stores = open_stores(where)
     require_rgb(head, stores)
+    path = read_path(head, stores.stores[0], compose, echo)  # stores read as one share encoding and bases
+    head = path.head
     # an extra goes into every item or none, or the batch cannot be collated
     with_instances = all(s.schema.store_instances for s in stores.stores)
     rgb_in = needs_rgb(head)
@@ -90,7 +100,7 @@ def evaluate_head(
     tile_ids = stores.tile_ids()
     n_classes, ignore = meta.head.n_classes, meta.ignore_index
     ds = TileDataset(stores.wheres, indices, meta.blocks, meta.timesteps,
-                     with_rgb=with_rgb, with_instances=with_instances)
+                     with_rgb=with_rgb, with_instances=with_instances, coefficients=path.coefficients)
     cm = ConfusionMatrix(n_classes, ignore)
     boundary = BoundaryF1(n_classes, ignore)
     by_slide: dict[str, ConfusionMatrix] = {}
@@ -124,7 +134,8 @@ def evaluate_head(
                              "labels": labels[j], "predicted": pred[j]})
     samples = (samples + plain)[:keep_samples]
     metrics = {**cm.summary(meta.class_names), **boundary.summary(meta.class_names), "n_tiles": int(len(indices)),
-               "per_slide": per_slide_summary(by_slide), "per_patient": per_patient_summary(by_patient, slides_of)}
+               "per_slide": per_slide_summary(by_slide), "per_patient": per_patient_summary(by_patient, slides_of),
+               **path.record()}
     if objects is not None:
         metrics["objects"] = objects.summary()
     return Evaluation(metrics, cm, samples)
@@ -167,6 +178,8 @@ def evaluate_run(
     plots: bool = True,
     progress: bool = True,
     head_code: str | os.PathLike | None = None,
+    compose: bool = True,
+    echo: Callable[[str], None] = lambda line: None,
 ) -> EvaluateResult:
     """Evaluate the head saved in ``run_dir`` on ``split`` of one store or several (default: the stores the
     run was trained on); write a report.
@@ -174,6 +187,8 @@ def evaluate_run(
     The report goes to ``out_dir`` (default ``RUN/eval/<store names>-<split>``) so
     that the training results in ``RUN/results.json`` are never replaced.  A plug-in head is rebuilt from
     its recorded code while that has the recorded hash, else from ``head_code`` (``heads/plugins.py``).
+    On a PCA store a built-in head reads the coefficients (``compose=False``: decoded features); ``echo``
+    hears the line that says a head decodes there.
     """
     from pathsegdiff.train_head.report import write_report
 
@@ -193,7 +208,7 @@ def evaluate_run(
         raise StoreExistsError(f"{out}: exists and is not an evaluation report; choose another output")
     require_room(out, 16 * 2**20, "the evaluation report")  # before the evaluation, not after it
     ev = evaluate_head(head, meta, stores.wheres, indices, device, batch_size, progress=progress,
-                       desc=f"evaluate: {split} split")
+                       desc=f"evaluate: {split} split", compose=compose, echo=echo)
     results = {
         **ev.metrics, "split": split, "stores": list(stores.wheres), "store_identity": stores.identity,
         "head_store_identity": meta.store_identity, "class_names": list(meta.class_names),
