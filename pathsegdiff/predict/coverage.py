@@ -46,7 +46,8 @@ def match_store(fs: FeatureStore, plan: list, slide_id: str, mpp: float, tile: i
     rows = np.flatnonzero(np.asarray(table["slide_id"]).astype(str) == slide_id)
     ids = np.asarray(table["tile_id"]).astype(str)
     written = {ids[i]: int(i) for i in rows if table["status"][i] == STATUS_WRITTEN}
-    store_mpp = float(np.nanmedian(table["mpp"][rows])) if len(rows) else float("nan")
+    mpps = np.asarray(table["mpp"][rows], dtype=np.float64)
+    store_mpp = float(np.median(mpps[np.isfinite(mpps)])) if np.isfinite(mpps).any() else float("nan")  # images: none
     same_mpp = not (mpp == mpp and store_mpp == store_mpp) or math.isclose(store_mpp, mpp, rel_tol=0.01)
     cov = Coverage({t.tile_id: written[t.tile_id] for t in plan if t.tile_id in written and same_mpp})
     cov.missing = [t for t in plan if t.tile_id not in cov.stored]

@@ -8,6 +8,9 @@ holds tissue, edges included) is read from it or, when the store lacks it and
 a model is given, computed; without a model a store that lacks tiles is
 refused with how many and why (``coverage.py``), never used for part of the slide.  Tile logits are fused with a centre-weighted window
 (:mod:`pathsegdiff.predict.stitch`) strip by strip into a disk-backed mask.
+On a PCA store a built-in head reads the stored tiles' coefficients with its
+first layer composed onto them, not decoded features (``train_head/read_path.py``;
+``feature_path`` in prediction.json); computed tiles go through the head as it is.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathsegdiff.train_head.checkpoint import load_head
 from pathsegdiff.train_head.data import to_device
 from pathsegdiff.train_head.heads import HeadInputs, needs_rgb
 from pathsegdiff.train_head.heads.protocol import logits as head_logits
+from pathsegdiff.train_head.read_path import read_path
 from pathsegdiff.predict.stitch import LogitFuser, StitchConfig
 
 GEOJSON_MAX_SIDE = 4096
@@ -51,6 +55,7 @@ class PredictConfig:
     store: str | None = None
     source_mpp: float | None = None  # a plain image's resolution; None: assume target_mpp
     head_code: str | None = None  # a plug-in head's code when its recorded file is gone or changed (same SHA-256)
+    compose: bool = True  # a PCA store's tiles: a built-in head reads their coefficients (False: decode them)
 
 
 class PredictResult(dict):
@@ -128,13 +133,14 @@ def _extracted_tiles(source, featurizer, cfg: PredictConfig, stitch: StitchConfi
             yield t.y, t.x, feats
 
 
-def _stored(fs, i: int, meta) -> dict:
-    tile = fs.read_tile(i, blocks=meta.blocks, timesteps=meta.timesteps, extras=False)
+def _stored(fs, i: int, meta, coefficients: bool) -> dict:
+    tile = fs.read_tile(i, blocks=meta.blocks, timesteps=meta.timesteps, extras=False, coefficients=coefficients)
     return {t: {b: torch.from_numpy(v[None].astype(np.float32)) for b, v in d.items()} for t, d in tile.features.items()}
 
 
-def _store_tiles(source, cfg: PredictConfig, meta, stitch: StitchConfig, echo) -> tuple[Iterator, dict]:
-    """(y, x, features) per planned tile from the store, the ones it lacks computed; refused without a model."""
+def _store_tiles(source, cfg: PredictConfig, head, meta, stitch: StitchConfig, echo) -> tuple[Iterator, dict]:
+    """(y, x, features, head) per planned tile from the store, the ones it lacks computed; refused without a
+    model.  A stored tile's head is the one its read path takes (composed onto a PCA store's coefficients)."""
     from pathsegdiff.store import open_store
     from pathsegdiff.train_head.checkpoint import check_store_matches
 
@@ -148,6 +154,7 @@ def _store_tiles(source, cfg: PredictConfig, meta, stitch: StitchConfig, echo) -
     featurizer = _featurizer(cfg, meta) if cov.missing else None
     if cov.missing:
         echo(f"{cov.line(len(plan))}: computing those with model {cfg.model}")
+    path = read_path(head, fs, cfg.compose, echo)
 
     def tiles():
         for k in range(0, len(plan), cfg.batch_size):
@@ -155,9 +162,12 @@ def _store_tiles(source, cfg: PredictConfig, meta, stitch: StitchConfig, echo) -
             todo = [t for t in items if t.tile_id not in cov.stored]
             computed = dict(zip((t.tile_id for t in todo), _computed(featurizer, todo, source))) if todo else {}
             for t in items:
-                yield t.y, t.x, computed[t.tile_id] if t.tile_id in computed else _stored(fs, cov.stored[t.tile_id], meta)
+                if t.tile_id in computed:
+                    yield t.y, t.x, computed[t.tile_id], head
+                else:
+                    yield t.y, t.x, _stored(fs, cov.stored[t.tile_id], meta, path.coefficients), path.head
 
-    return tiles(), {"from_store": len(cov.stored), "computed": len(cov.missing)}
+    return tiles(), {"from_store": len(cov.stored), "computed": len(cov.missing), **path.record()}
 
 
 PREDICT_OUTPUT = OutputKind(
@@ -179,23 +189,23 @@ def predict(input_path: str | Path, head_run: str | Path, out_dir: str | Path, c
     require_room(out, 2 * source.height * source.width + 16 * 2**20, "the prediction")
     echo(source.preflight(stitch))
     if cfg.store:
-        tiles, origin = _store_tiles(source, cfg, meta, stitch, echo)
+        tiles, origin = _store_tiles(source, cfg, head, meta, stitch, echo)
     else:  # the model is loaded and checked now, not when the first tile is asked for
         if not cfg.model:
             raise ConfigError("predict needs --model (or --store with the slide's features)")
-        tiles = _extracted_tiles(source, _featurizer(cfg, meta), cfg, stitch)
+        tiles = ((y, x, f, head) for y, x, f in _extracted_tiles(source, _featurizer(cfg, meta), cfg, stitch))
         origin = {"from_store": 0, "computed": source.n_tiles(stitch)}
     rgb_of = {(t.y, t.x): t.key for t in source.plan(stitch)} if needs_rgb(head) else None  # rgb-fcn: the tile's RGB
     with written_or_removed(out, "the prediction"):  # a disk that fills meanwhile: one line, nothing left
         replace_output_dir(out, PREDICT_OUTPUT, overwrite)
-        summary = _write_prediction(out, source, head, meta, tiles, stitch, rgb_of, cfg.device)
+        summary = _write_prediction(out, source, meta, tiles, stitch, rgb_of, cfg.device)
         summary.update({"input": str(input_path), "head": str(head_run), **origin, "config": asdict(cfg),
                         "stitch": stitch.to_dict(), "seconds": round(time.perf_counter() - t0, 1)})
         (out / "prediction.json").write_text(json.dumps(summary, indent=1))
     return PredictResult(summary, out)
 
 
-def _write_prediction(out: Path, source, head, meta, tiles, stitch: StitchConfig, rgb_of: dict | None,
+def _write_prediction(out: Path, source, meta, tiles, stitch: StitchConfig, rgb_of: dict | None,
                       device: str) -> dict:
     """Fuse the tiles' logits into the mask, write the mask, GeoJSON and overlay; the summary's own fields.
 
@@ -206,11 +216,11 @@ def _write_prediction(out: Path, source, head, meta, tiles, stitch: StitchConfig
     n = 0
     try:
         with torch.no_grad(), tqdm(total=source.n_tiles(stitch), desc="predict", unit="tile") as bar:
-            for y, x, feats in tiles:
+            for y, x, feats, tile_head in tiles:
                 rgb = None if rgb_of is None else torch.from_numpy(  # (1, 3, S, S) in [0, 1]
                     np.ascontiguousarray(source.tile_rgb(rgb_of[(y, x)]))[None]).float().div(255).to(device)
                 inputs = HeadInputs(to_device(feats, torch.device(device)), (tile, tile), rgb)
-                logits = head_logits(head, inputs, len(meta.class_names))[0].float().cpu().numpy()  # (K, S, S)
+                logits = head_logits(tile_head, inputs, len(meta.class_names))[0].float().cpu().numpy()  # (K, S, S)
                 for y0, strip in fuser.add(y, x, logits):
                     canvas.put_strip(y0, strip)
                 n += 1
