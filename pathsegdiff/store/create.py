@@ -201,7 +201,11 @@ def open_or_create(
             n = fs.n_tiles
             new = new_tiles(fs, tiles) if tiles is not None else []
             if new:
-                note = {"command": (provenance or {}).get("command", "")}
+                source = (provenance or {}).get("source") or {}
+                # where the new tiles came from: a store can hold tiles of two sources (real and synthetic ones)
+                note = {"command": (provenance or {}).get("command", ""),
+                        **{k: source[k] for k in ("kind", "root") if k in source},
+                        **({"origin": source.get("origin", "real")} if source else {})}
                 begin_append(loc, n, new, note)
         w = StoreWriter(loc, lock)
     except BaseException:

@@ -23,6 +23,8 @@ MEANING = {
     "patient": "patient of the slide, or empty",
     "level": "pyramid level the tile was read from",
     "annotated": "share of the tile's pixels with a class label; NaN: no annotations",
+    "origin": "`real`, or `synthetic` (a generated tile with a known mask: split `train` or empty, never `val` or "
+              "`test`)",
     "status": ", ".join(f"{k} {v}" for k, v in S.STATUS_NAMES.items()),
     "fail_reason": "why a failed tile was skipped",
     "features": "activations of the block at timestep T, native resolution; a compact store holds int8 codes or "

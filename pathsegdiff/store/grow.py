@@ -6,6 +6,10 @@ puts them there), and a store never drops a tile.  Appending resizes the
 tile-axis arrays and writes the new rows of the tile table; the chunks of the
 tiles already there are not rewritten, and their status stays written.
 
+Tiles of another origin (synthetic tiles added to a store of real ones, or
+the other way round) come from another source: the source that grows a store
+lists them as the store's own records, never loaded (``plan.align_to_store``).
+
 A fixed-size store (``n_tiles`` declared) becomes growable first.  The append
 is journalled in the root attributes (``appending: {from, to}``): a writer
 killed midway leaves the journal, and the next writer rolls every tile-axis
@@ -82,11 +86,13 @@ def new_tiles(fs: FeatureStore, tiles: Sequence[S.TileRecord]) -> list[S.TileRec
         raise SchemaError(
             f"{fs.location}: the store holds {len(gone)} tiles this source does not (slides {', '.join(slides[:5])}; "
             f"e.g. {gone[0]}): a store grows, it never drops tiles; give a source that includes the store's slides "
-            "with the same tile size, stride, --mpp and --min-tissue, or pass --overwrite")
+            "with the same tile size, stride, --mpp and --min-tissue, or pass --overwrite (generated tiles join a "
+            "store of real ones with --origin synthetic)")
     if [r.tile_id for r in tiles[: len(have)]] != have:
         raise SchemaError(f"{fs.location}: this source lists the store's tiles in another order; "
                           "align it first (extract/run/job.align_to_store)")
-    cols = ("slide_id", "x", "y", "mpp", "split") + (("patient",) if fs.has_array(S.column_path("patient")) else ())
+    cols = ("slide_id", "x", "y", "mpp", "split", "origin") + (("patient",) if fs.has_array(S.column_path("patient"))
+                                                               else ())
     for i, r in enumerate(tiles[: len(have)]):
         for col in cols:
             if not _same(getattr(r, col), table[col][i]):
@@ -108,11 +114,12 @@ def begin_append(loc: Location, n: int, records: Sequence[S.TileRecord], note: d
     group = _group(loc)
     group.attrs.put({S.ATTR_KEY: attrs})
     cohort = [a for a in S.store_arrays(S.StoreSchema.from_dict(attrs["schema"])) if a.kind == "column" and a.optional]
-    if not all(a.name in group for a in cohort):  # a store made before the cohort columns gains them, default rows
+    lacking = [a for a in cohort if a.name not in group]
+    if lacking:  # a store made before an optional column gains it, its rows the defaults (an old tile is real)
         chunk = group[S.column_path("tile_id")].chunks[0]
-        for spec in cohort:
+        for spec in lacking:
             create_array(group, replace(spec, chunk_tiles=chunk), n)
-        write_cohort_columns(group, 0, [S.TileRecord("-")] * n)
+        write_cohort_columns(group, 0, [S.TileRecord("-")] * n, [a.name.rpartition("/")[2] for a in lacking])
     for spec in cohort:
         arr = group[spec.name]
         if arr.shape[0] != n + len(records):

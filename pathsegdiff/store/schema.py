@@ -6,14 +6,16 @@ codecs, chunking) once; create, the writer and its batch check, the reader,
 ``verify``, ``compact``, device-side encoding and the format doc all take
 their arrays from it, so a change to the layout is a change to this file (and
 a version bump).  What changes the feature values (``FeatureSpec`` and the
-identity hash) is in ``identity.py`` and re-exported here.
+identity hash) is in ``identity.py``, and what a store is written from (a
+tile-table row, ``TileRecord``, and ``TileBatch``) in ``schema_records.py``; both
+are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from pathsegdiff.errors import SchemaError
@@ -27,6 +29,10 @@ from pathsegdiff.store.identity import canonical_json as canonical_json
 from pathsegdiff.store.identity import identity_diff as identity_diff
 from pathsegdiff.store.identity import identity_hash as identity_hash
 from pathsegdiff.store.identity import parse_codec as parse_codec
+from pathsegdiff.store.schema_records import ORIGINS as ORIGINS
+from pathsegdiff.store.schema_records import SPLITS as SPLITS
+from pathsegdiff.store.schema_records import TileBatch as TileBatch
+from pathsegdiff.store.schema_records import TileRecord as TileRecord
 
 SCHEMA_VERSION = 1
 ATTR_KEY = "pathsegdiff"  # root attribute holding everything below
@@ -43,11 +49,12 @@ STATUS_NAMES = {STATUS_TODO: "todo", STATUS_WRITTEN: "written", STATUS_FAILED: "
 TILES_GROUP = "tiles"
 # name -> dtype ("str" is zarr's variable-length UTF-8 string)
 TILE_COLUMNS = {"tile_id": "str", "slide_id": "str", "x": "int64", "y": "int64", "mpp": "float32", "split": "str"}
-# Optional cohort columns (added without a version bump: stores made before them read as the defaults).
+# Optional columns (added without a version bump: stores made before them read as the defaults).
 COHORT_COLUMNS = {  # name -> (dtype, value for a store without the column)
     "patient": ("str", ""),
     "level": ("int32", 0),  # pyramid level the tile was read from
     "annotated": ("float32", float("nan")),  # fraction of the tile's pixels with a class label; NaN: no annotations
+    "origin": ("str", "real"),  # ORIGINS: real, or synthetic (generated tiles with known masks; train only)
 }
 # The ``tiles`` group's attribute ``runs``: the tile table's slide, patient and split as runs of consecutive tiles,
 # [slide_id, patient, split, start, stop, annotated sum, annotated count] (count: tiles whose annotated is not NaN),
@@ -73,9 +80,6 @@ def foreign_entries(names) -> list[str]:
     """Top-level names no store writes (a killed write's ``.partial`` temporary is the store's own)."""
     return sorted(n for n in names if n not in TOP_LEVEL and not n.startswith(LOCK_NAME)
                   and not PARTIAL_WRITE.search(n))
-
-
-SPLITS = ("train", "val", "test", "")
 
 
 def column_path(name: str) -> str:
@@ -260,41 +264,3 @@ class StoreSchema:
         if d.get("latent_shape"):
             d["latent_shape"] = tuple(d["latent_shape"])
         return cls(**d)
-
-
-@dataclass(frozen=True)
-class TileRecord:
-    """One row of the tile table."""
-
-    tile_id: str
-    slide_id: str = ""
-    x: int = 0
-    y: int = 0
-    mpp: float = float("nan")
-    split: str = ""
-    patient: str = ""
-    level: int = 0
-    annotated: float = float("nan")
-
-    def __post_init__(self) -> None:
-        if not self.tile_id:
-            raise SchemaError("tile_id must be a non-empty string")
-        if self.split not in SPLITS:
-            raise SchemaError(f"tile {self.tile_id}: split must be one of {SPLITS[:3]} or empty, got {self.split!r}")
-
-
-@dataclass
-class TileBatch:
-    """Arrays for B tiles, in the order of the indices they are written to: ``features[t][block]`` (B, C, h, w)
-    float; labels (B, H, W) uint8; instances (B, H, W) int32; rgb (B, 3, H, W) uint8; ssl (B, D) float32;
-    latent (B, c, h, w) float32."""
-
-    features: dict[int, dict[str, Any]]
-    labels: Any = None
-    instances: Any = None
-    rgb: Any = None
-    ssl: Any = None
-    latent: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-

@@ -2,9 +2,10 @@
 
 ``TableReads`` gives ``FeatureStore`` (reader.py) its table reads: the whole
 table or a few columns (a big store's ``store info`` and ``store ls`` read
-only what they show), status, records.  The cohort columns (patient, pyramid
-level, annotated fraction) were added later: a store made before them has
-none and reads as their fill values.  :func:`write_table` and
+only what they show), status, records.  The optional columns (patient,
+pyramid level, annotated fraction, origin) were added later: a store made
+before them has none and reads as their defaults (``schema.COHORT_COLUMNS``:
+an old store's tiles are real).  :func:`write_table` and
 :func:`write_cohort_columns` write rows when a store is created or grows;
 every chunk is written, fill values included, so a missing one is damage.
 """
@@ -55,7 +56,7 @@ class TableReads:
     def table(self, columns: Sequence[str] | None = None, rows: slice | np.ndarray | None = None
               ) -> dict[str, np.ndarray]:
         """The tile table: every column (``tile_id``, ``slide_id``, ``x``, ``y``, ``mpp``, ``split``, ``patient``,
-        ``level``, ``annotated``) and ``status``; ``columns``: only those, read alone; ``rows``: only those rows
+        ``level``, ``annotated``, ``origin``) and ``status``; ``columns``: only those, read alone; ``rows``: only those rows
         (a slice or indices), read from the chunks that hold them."""
         specs = table_columns(self.schema)
         sel = slice(None) if rows is None else rows
@@ -68,7 +69,7 @@ class TableReads:
                                   f"it has {', '.join([*specs, 'status'])}")
             elif specs[name].optional and not self.has_array(specs[name].name):  # a store made before the column
                 count = len(np.arange(self.n_tiles)[sel])
-                out[name] = np.full(count, specs[name].fill_value, dtype=_column_dtype(specs[name]))
+                out[name] = np.full(count, S.COHORT_COLUMNS[name][1], dtype=_column_dtype(specs[name]))
             else:
                 out[name] = np.asarray(self.read_array(specs[name].name, sel), dtype=_column_dtype(specs[name]))
         return out
@@ -83,7 +84,8 @@ class TableReads:
         annotated = {} if np.isnan(row["annotated"]) else {"annotated": float(row["annotated"])}
         return S.TileRecord(tile_id=str(row["tile_id"]), slide_id=str(row["slide_id"]), x=int(row["x"]),
                             y=int(row["y"]), mpp=float(row["mpp"]), split=str(row["split"]),
-                            patient=str(row["patient"]), level=int(row["level"]), **annotated)
+                            patient=str(row["patient"]), level=int(row["level"]), origin=origin_of(row["origin"]),
+                            **annotated)
 
     def records(self) -> list[S.TileRecord]:
         """Every row of the tile table, cohort columns included."""
@@ -115,6 +117,19 @@ class TableReads:
         reasons = self.read_array(S.FAIL_REASON, slice(None))
         ids = self.tile_ids()
         return {str(ids[i]): str(reasons[i]) for i in bad}
+
+
+def origin_of(value: Any) -> str:
+    """A stored origin as a record holds it: ``synthetic``, else ``real``."""
+    return "synthetic" if str(value) == "synthetic" else "real"
+
+
+def is_synthetic(table: dict[str, np.ndarray]) -> np.ndarray:
+    """(n,) bool: which rows of a tile table are synthetic tiles (a table without the column: none)."""
+    origin = table.get("origin")
+    if origin is None:
+        return np.zeros(len(next(iter(table.values()))), bool)
+    return np.asarray(origin).astype(str) == "synthetic"
 
 
 def full_table(fs) -> dict[str, np.ndarray]:
@@ -170,7 +185,10 @@ def _write_runs(group: zarr.Group, start: int, records: Sequence[S.TileRecord]) 
     tiles.attrs[S.RUNS_ATTR] = runs if len(runs) <= S.MAX_RUNS else None
 
 
-def write_cohort_columns(group: zarr.Group, start: int, records: Sequence[S.TileRecord]) -> None:
-    """Rows ``start..start+len(records)`` of the cohort columns (patient, level, annotated)."""
+def write_cohort_columns(group: zarr.Group, start: int, records: Sequence[S.TileRecord],
+                         names: Sequence[str] | None = None) -> None:
+    """Rows ``start..start+len(records)`` of the optional columns (patient, level, annotated, origin), or of
+    ``names`` only."""
     if records:
-        _write_columns(group, start, records, {name: dtype for name, (dtype, _) in S.COHORT_COLUMNS.items()})
+        _write_columns(group, start, records, {name: dtype for name, (dtype, _) in S.COHORT_COLUMNS.items()
+                                               if names is None or name in names})
