@@ -52,13 +52,14 @@ class CellJob:
 
 
 def train_cell(job: CellJob) -> dict[str, Any]:
-    """Train one cell into its run directory; its mIoU mean and sd over runs, and the seconds it took."""
+    """Train one cell into its run directory; its mIoU mean and sd over runs, the seconds it took and the process
+    that trained it."""
     from pathsegdiff.train_head.run import train
 
     t = time.perf_counter()
     r = train(list(job.stores), job.run_dir, job.config, progress=False)
     return {"name": job.name, "miou": r.get("miou"), "miou_sd": (r.get("std") or {}).get("miou"),
-            "seconds": time.perf_counter() - t}
+            "seconds": time.perf_counter() - t, "pid": os.getpid()}
 
 
 def _set_threads(threads: int) -> None:

@@ -37,14 +37,17 @@ SWEEP_OUTPUT = OutputKind("sweep", names=frozenset({SWEEP_JSON, SWEEP_JSON + ".t
 VERSION = 1
 
 
-def sweep_record(options: dict[str, Any], stores: Sequence[str], store_identity: str) -> dict[str, Any]:
-    """sweep.json's content, as JSON reads it back (so that a record compares equal to a re-read one)."""
-    doc = {"version": VERSION, "stores": list(stores), "store_identity": store_identity, **options}
+def sweep_record(options: dict[str, Any], stores: Sequence[str], store_identity: str,
+                 cell_names: Sequence[str]) -> dict[str, Any]:
+    """sweep.json's content, as JSON reads it back (so that a record compares equal to a re-read one): the
+    options, the stores, and the cells' folder names (what a later --overwrite may delete under cells/)."""
+    doc = {"version": VERSION, "stores": list(stores), "store_identity": store_identity, **options,
+           "cells": list(cell_names)}
     return json.loads(json.dumps(clean_json(doc)))
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = sorted(k for k in set(old) | set(new) if k != "train" and old.get(k) != new.get(k))
+    keys = sorted(k for k in set(old) | set(new) if k not in ("train", "cells") and old.get(k) != new.get(k))
     old_t, new_t = old.get("train") or {}, new.get("train") or {}
     keys += sorted(k for k in set(old_t) | set(new_t) if old_t.get(k) != new_t.get(k))
     return keys
@@ -64,7 +67,7 @@ def _read_record(out: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def check_sweep_dir(out: str | Path, record: dict[str, Any], cell_names: Sequence[str], overwrite: bool) -> bool:
+def check_sweep_dir(out: str | Path, record: dict[str, Any], overwrite: bool) -> bool:
     """Refuse ``out`` unless it is new, empty, this sweep's own folder (True: resume it) or, with ``overwrite``,
     another sweep's (False: it will be replaced).  Writes nothing."""
     out = Path(out)
@@ -72,12 +75,14 @@ def check_sweep_dir(out: str | Path, record: dict[str, Any], cell_names: Sequenc
         return False
     if not out.is_dir() or not SWEEP_OUTPUT.owns(out):
         check_output_dir(out, SWEEP_OUTPUT, overwrite)  # raises: a file, or a folder holding foreign files
-    cells = out / CELLS
-    foreign = sorted(p.name for p in cells.iterdir() if p.name not in set(cell_names)) if cells.is_dir() else []
-    if foreign:  # a run directory of no cell of this grid: never deleted, even with --overwrite
-        raise StoreExistsError(f"{cells}: holds folders that are no cell of this sweep ({', '.join(foreign[:3])}); "
-                               "choose another folder")
     old = _read_record(out)
+    recorded = (old or {}).get("cells")
+    cells, known = out / CELLS, set(recorded if isinstance(recorded, list) else record["cells"])
+    foreign = sorted(p.name for p in cells.iterdir() if p.name not in known) if cells.is_dir() else \
+        [CELLS] * cells.exists()  # a file named cells
+    if foreign:  # a folder of no cell of the recorded sweep: never deleted, even with --overwrite
+        raise StoreExistsError(f"{cells}: holds folders that are no cell of the sweep there "
+                               f"({', '.join(foreign[:3])}); choose another folder")
     if overwrite or old == record:
         return not overwrite
     if old is None:
@@ -87,11 +92,11 @@ def check_sweep_dir(out: str | Path, record: dict[str, Any], cell_names: Sequenc
                       "the same options to resume it, or pass --overwrite to replace it")
 
 
-def open_sweep_dir(out: str | Path, record: dict[str, Any], cell_names: Sequence[str], overwrite: bool) -> bool:
+def open_sweep_dir(out: str | Path, record: dict[str, Any], overwrite: bool) -> bool:
     """Check ``out`` (:func:`check_sweep_dir`), make it this sweep's folder, record the options; True when an
     earlier run of the same sweep is resumed."""
     out = Path(out)
-    resume = check_sweep_dir(out, record, cell_names, overwrite)
+    resume = check_sweep_dir(out, record, overwrite)
     if not resume:
         replace_output_dir(out, SWEEP_OUTPUT, overwrite=True)  # checked above: new, empty, or a sweep's to replace
         _write_record(out, record)

@@ -36,6 +36,7 @@ class SweepResult:
     trained: int
     skipped: int
     seconds: float
+    pids: tuple[int, ...] = ()  # the processes that trained cells (this one with jobs=1, workers otherwise)
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -95,7 +96,7 @@ def run_sweep(
     wheres, identity = _check_grid([stores] if isinstance(stores, (str, os.PathLike)) else list(stores), config)
     cells = config.cells()
     require_room(out, 16 * 2**20, "the sweep")  # each cell's train checks its own room again
-    resumed = open_sweep_dir(out, sweep_record(config.to_dict(), wheres, identity), [c.name for c in cells],
+    resumed = open_sweep_dir(out, sweep_record(config.to_dict(), wheres, identity, [c.name for c in cells]),
                              overwrite)
     todo = [c for c in cells if not cell_done(out / CELLS / c.name, config.cell_config(c))]
     skipped = len(cells) - len(todo)
@@ -104,7 +105,7 @@ def run_sweep(
          + (f"; training {len(todo)} in {min(jobs, len(todo))} process{'es' * (min(jobs, len(todo)) > 1)} of "
             f"{threads} torch thread{'s' * (threads > 1)}" if todo else "; nothing to train"))
     cell_jobs = [CellJob(c.name, tuple(wheres), str(out / CELLS / c.name), config.cell_config(c)) for c in todo]
-    labels = {c.name: c.label() for c in todo}
+    labels, pids = {c.name: c.label() for c in todo}, set()
     cells_bar = bar(len(todo), "sweep", progress, unit="cell")
 
     def done(summary: dict[str, Any]) -> None:
@@ -112,6 +113,7 @@ def run_sweep(
         with cells_bar.external_write_mode():
             echo(f"  {labels[summary['name']]}: mIoU {summary['miou']:.4f}{sd} ({summary['seconds']:.0f} s)")
         cells_bar.update(1)
+        pids.add(summary["pid"])
 
     try:
         run_cells(cell_jobs, jobs, threads, done)
@@ -123,4 +125,5 @@ def run_sweep(
         write_csv(rows, out / TABLE_CSV)
         write_markdown(rows, out / TABLE_MD, heading)
         sweep_plot(rows, out / PLOT, f"{len(cells)} cells, {config.train.runs} runs each, {rows[0]['split']} split")
-    return SweepResult(out, tuple(rows), config.train.runs, len(todo), skipped, time.perf_counter() - t0)
+    return SweepResult(out, tuple(rows), config.train.runs, len(todo), skipped, time.perf_counter() - t0,
+                       tuple(sorted(pids)))
