@@ -31,6 +31,7 @@ def extract_cmd(
     mpp: Annotated[float | None, typer.Option(metavar="MPP", help="Target resolution in um/px (slides and BCSS default to 0.5, images keep theirs).")] = None,
     source_mpp: Annotated[float | None, typer.Option(metavar="SOURCE_MPP", help="Resolution of the input in um/px, when its files do not record it.")] = None,
     split: Annotated[str, typer.Option(metavar="SPLIT", help="Split of every tile of a plain folder or slide: train, val, test or empty.")] = "",
+    origin: Annotated[str, typer.Option(metavar="ORIGIN", help="real, or synthetic: SOURCE is a folder of generated tiles with their masks (images/ + masks/), training tiles only (never val or test), into a new store or added to a store of real tiles (docs/synthetic.md).")] = "real",
     min_tissue: Annotated[float, typer.Option(metavar="MIN_TISSUE", help="Slides: tissue fraction a tile needs; a tile holding annotated pixels is kept whatever its tissue (annotated glass included).")] = 0.5,
     classes: Annotated[str | None, typer.Option(metavar="CLASSES", help="Comma-separated class names when there is no classes.txt.")] = None,
     annotations: Annotated[str | None, typer.Option(metavar="ANNOTATIONS", help="One slide's annotations: QuPath GeoJSON or a label mask (a cohort lists them in its manifest).")] = None,
@@ -69,7 +70,7 @@ def extract_cmd(
                                            mpp=source_mpp, class_names=split_list(classes), split=split,
                                            min_tissue=min_tissue, annotations=annotations,
                                            unknown_classes=unknown_classes, annotated_only=annotated_only,
-                                           skip_errors=skip_errors, progress=not quiet))
+                                           skip_errors=skip_errors, progress=not quiet, origin=origin))
     feats = FeatureConfig(blocks=split_list(blocks), timesteps=split_list(timesteps, int), draws=draws, seed=seed,
                           input_size=vit_input_size)
     cfg = ExtractConfig(model=model, conditioning=conditioning, features=feats, batch_size=batch_size,

@@ -23,6 +23,9 @@
   holding slide files): see :mod:`pathsegdiff.tiles.cohort`.  Class names
   come from ``classes.txt`` beside the manifest (or in the slide folder) or
   ``class_names``.
+- ``origin="synthetic"``: an image folder of generated tiles with their masks
+  (docs/synthetic.md); its tiles are training tiles only, so a split of val
+  or test is refused, and so is any other kind of source.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathsegdiff.tiles.annotations import UNKNOWN_POLICIES, ClassMap
 from pathsegdiff.tiles.cohort import SLIDE_EXTENSIONS, check_entries, folder_skips, is_slide_folder, read_cohort
 from pathsegdiff.tiles.images import IMAGE_EXTENSIONS
 from pathsegdiff.tiles.sources import IGNORE, ImageEntry, ImageListSource, TileSource
+from pathsegdiff.store.schema_records import ORIGINS, SYNTHETIC_SPLITS
 from pathsegdiff.store.schema import SPLITS
 
 DATASETS = ("folder", "bcss", "glas", "slide", "cohort")
@@ -66,10 +70,16 @@ class SourceConfig:
     annotated_only: bool = False  # slides: only tiles with annotated pixels
     skip_errors: bool = False  # cohorts: leave out (and name) a slide that cannot be used
     progress: bool = False  # cohorts: a bar while the slides are opened
+    origin: str = "real"  # synthetic: a folder of generated tiles with known masks, training tiles only
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of train, val, test or empty, got {self.split!r}")
+        if self.origin not in ORIGINS:
+            raise ConfigError(f"--origin must be real or synthetic, got {self.origin!r}")
+        if self.origin == "synthetic" and self.split not in SYNTHETIC_SPLITS:
+            raise ConfigError(f"--origin synthetic with --split {self.split}: synthetic tiles are training tiles, "
+                              "never validation or test ones; drop --split (or give train)")
         if self.unknown_classes not in UNKNOWN_POLICIES:
             raise ConfigError(f"--unknown-classes must be refuse or ignore, got {self.unknown_classes!r}")
         if not 0 <= self.min_tissue <= 1:
@@ -94,6 +104,9 @@ def open_source(path: str | Path, cfg: SourceConfig = SourceConfig()) -> TileSou
                           "or beside its slides")
     if kind == "slide" and path.is_dir():
         kind = "cohort"
+    if cfg.origin == "synthetic" and kind != "folder":
+        raise ConfigError(f"{path}: --origin synthetic reads a folder of generated tiles (images/ + masks/), "
+                          f"not a {kind} source")
     if kind == "slide":
         from pathsegdiff.tiles.wsi import SlideSource
 
@@ -174,9 +187,12 @@ def image_folder(root: Path, cfg: SourceConfig) -> ImageListSource:
             if mask is None:
                 raise InputError(f"{img}: no mask with stem {stem!r} in {root / 'masks'}")
         entries.append(ImageEntry(img, mask, stem, cfg.split, cfg.mpp or float("nan")))
+    if cfg.origin == "synthetic" and masks is None:
+        raise InputError(f"{root}: synthetic tiles are training tiles, so they need their masks: put them in "
+                         f"{root / 'masks'} (one per image, by file stem)")
     classes = cfg.class_names or (read_class_names(base) if masks is not None else None) or ()
     return ImageListSource(entries, cfg.tile_size, cfg.stride, cfg.target_mpp, tuple(classes),
-                           kind="folder", root=str(root))
+                           origin=cfg.origin, kind="folder", root=str(root))
 
 
 def bcss(root: Path, cfg: SourceConfig) -> ImageListSource:

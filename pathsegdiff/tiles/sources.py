@@ -137,6 +137,7 @@ class ImageListSource(TileSource):
     class_names: tuple[str, ...] = ()
     instance_masks: bool = False
     code_map: tuple[int, ...] | None = None  # mask code -> class id (255 = ignore), e.g. BCSS's 22 codes
+    origin: str = "real"  # or synthetic: generated tiles with known masks (store/schema_records.py)
     kind: str = "images"
     root: str = ""
     records: list[TileRecord] = field(init=False)
@@ -176,7 +177,7 @@ class ImageListSource(TileSource):
                 for x in xs:
                     nx, ny = e.offset[0] + round(x / f), e.offset[1] + round(y / f)
                     self.records.append(TileRecord(f"{e.image.stem}_{nx}_{ny}", e.slide_id or e.image.stem,
-                                                   nx, ny, float(mpp), e.split))
+                                                   nx, ny, float(mpp), e.split, origin=self.origin))
                     self._tiles.append(_Tile(k, x, y))
 
     def load(self, i: int) -> TileSample:
@@ -205,24 +206,32 @@ class ImageListSource(TileSource):
     def describe(self) -> dict:
         return {**super().describe(), "root": self.root, "images": len(self.entries),
                 "stride": self.stride or self.tile_size, "target_mpp": self.target_mpp,
-                "class_names": list(self.class_names)}
+                "class_names": list(self.class_names), **({"origin": self.origin} if self.origin != "real" else {})}
 
 
 class ReorderedSource(TileSource):
     """Another source's tiles in another order: tile ``i`` here is tile ``order[i]`` there.
 
     A store grows only at its end, so a source whose new slides come before the
-    store's is listed in the store's order first (``job.align_to_store``).
+    store's is listed in the store's order first (``plan.align_to_store``).  An
+    entry of ``order`` may also be a store's own record of a tile of another
+    origin (the real tiles of a store synthetic ones are added to): listed in
+    its place, already written, never loaded.
     """
 
-    def __init__(self, source: TileSource, order: list[int]):
-        self.source, self.order = source, [int(i) for i in order]
+    def __init__(self, source: TileSource, order: list[int | TileRecord]):
+        self.source = source
+        self.order = [o if isinstance(o, TileRecord) else int(o) for o in order]
         self.kind, self.tile_size, self.class_names = source.kind, source.tile_size, source.class_names
         self.has_instances = source.has_instances
-        self.records = [source.records[i] for i in self.order]
+        self.records = [o if isinstance(o, TileRecord) else source.records[o] for o in self.order]
 
     def load(self, i: int) -> TileSample:
-        return self.source.load(self.order[i])
+        entry = self.order[i]
+        if isinstance(entry, TileRecord):  # align_to_store refuses a store whose other tiles are not all written
+            raise InputError(f"tile {entry.tile_id} is a {entry.origin} tile of the store from another source; "
+                             "this source cannot compute it")
+        return self.source.load(entry)
 
     def describe(self) -> dict:
         return self.source.describe()

@@ -4,7 +4,8 @@
 filled-in feature options and facts, from this process or from a worker) and
 does everything that must happen once, on the process that owns the store:
 align the source to an existing store (a grown store keeps its tiles in its
-own order, new ones at its end), calibrate a PCA preset on a new store (the
+own order, new ones at its end, and its tiles of another origin, real or
+synthetic, where they are), calibrate a PCA preset on a new store (the
 calibration batches are kept and replayed into it, so no tile is computed
 twice), and build the provenance.  :meth:`ExtractionPlan.begin` opens the
 store's writer, replays the calibration, records the slides a cohort skipped,
@@ -38,7 +39,8 @@ from pathsegdiff.store.grow import record_skipped_slides
 from pathsegdiff.store.backend.location import parse_location
 from pathsegdiff.store.encodings import parse_preset
 from pathsegdiff.store.backend.lock import StoreLock
-from pathsegdiff.store.schema import STATUS_FAILED, STATUS_WRITTEN
+from pathsegdiff.store.schema import STATUS_FAILED, STATUS_TODO, STATUS_WRITTEN
+from pathsegdiff.store.tile_table import is_synthetic
 from pathsegdiff.tiles.sources import ReorderedSource, TileSource
 
 
@@ -54,18 +56,47 @@ def provenance(source: TileSource, cfg: ExtractConfig, facts: dict, **extra) -> 
 
 def align_to_store(source: TileSource, store: str, overwrite: bool = False) -> tuple[TileSource, int]:
     """``source`` with the tiles an existing store holds first, in the store's order (a store grows at its end),
-    and the number of tiles the store holds (0: no store yet)."""
+    and the number of tiles the store holds (0: no store yet).
+
+    The store's tiles of another origin than the source's (the real tiles of a store synthetic ones are added to,
+    or the other way round) come from another source: they keep their places as the store's own records, never
+    loaded, so they must all be written already, and no tile of this source may reuse one of their ids."""
     if overwrite:
         return source, 0
     try:
-        have = [str(t) for t in open_store(store).tile_ids()]
+        fs = open_store(store)
     except (FileNotFoundError, NotAStoreError):
         return source, 0
+    table = fs.table(["tile_id", "origin", "status"])
+    have, mine = [str(t) for t in table["tile_id"]], source_origin(source)
+    other = np.flatnonzero(is_synthetic(table) != (mine == "synthetic"))
     position = {r.tile_id: i for i, r in enumerate(source.records)}
-    first = [position[t] for t in have if t in position]
-    taken = set(first)
-    order = first + [i for i in range(len(source.records)) if i not in taken]
+    if len(other):
+        check_other_origin(store, table, other, position, mine)
+    kept = set(other.tolist())
+    order: list = [fs.record(k) if k in kept else position[t] for k, t in enumerate(have) if k in kept or t in position]
+    taken = {o for o in order if isinstance(o, int)}
+    order += [i for i in range(len(source.records)) if i not in taken]
     return (source if order == list(range(len(order))) else ReorderedSource(source, order)), len(have)
+
+
+def source_origin(source: TileSource) -> str:
+    """real or synthetic: the origin of a source's tiles (every tile of one source has the same)."""
+    return source.records[0].origin if source.records else "real"
+
+
+def check_other_origin(store: str, table: dict, other: np.ndarray, position: dict, mine: str) -> None:
+    """Refuse to add tiles of origin ``mine`` to a store whose tiles of the other origin are not all written (no
+    source here could compute them), or whose tile ids this source reuses."""
+    theirs = "real" if mine == "synthetic" else "synthetic"
+    todo = int((np.asarray(table["status"])[other] == STATUS_TODO).sum())
+    if todo:
+        raise InputError(f"{store}: {todo} of its {len(other)} {theirs} tiles are not written yet, and they come from "
+                         f"another source than these {mine} ones: finish that extraction first (rerun it to resume)")
+    ids = [str(table["tile_id"][k]) for k in other if str(table["tile_id"][k]) in position]
+    if ids:
+        raise InputError(f"{store}: {len(ids)} tile ids of this {mine} source are {theirs} tiles of the store "
+                         f"(e.g. {ids[0]}); rename those images (tile ids are <image stem>_<x>_<y>)")
 
 
 def check_pca_width(schema: StoreSchema, preset: str, echo) -> None:
