@@ -35,7 +35,7 @@ from pathsegdiff.train_head.fit import FitResult, TrainConfig, dry_run, fit_head
 from pathsegdiff.train_head.heads import HeadConfig, HeadInputs, HeadSpec, build_head, head_class
 from pathsegdiff.train_head.report import clean_json
 from pathsegdiff.train_head.run import prepare_run_dir, train
-from pathsegdiff.train_head.splits import label_subset, parse_label_fraction, read_splits, require_labels
+from pathsegdiff.train_head.splits import parse_label_fraction, read_splits, require_labels, train_tiles
 from pathsegdiff.train_head.splits import resolve_selection
 from pathsegdiff.train_head.store_set import open_stores
 
@@ -52,6 +52,7 @@ def open_dataset(
     patients: Sequence[str] | None = None,
     data_seed: int = 0,
     val_fraction: float = 0.2,
+    synthetic: str = "include",
 ) -> TileDataset:
     """The written tiles of ``split`` of one store or several (read as one), as a torch ``Dataset``.
 
@@ -61,6 +62,9 @@ def open_dataset(
     split carved from train by ``data_seed`` when they have none);
     ``label_fraction`` keeps a seeded subset of the train tiles (a fraction,
     ``"10%"`` or a tile count); ``patients`` keeps only those patients' tiles.
+    ``synthetic`` (the train split only): ``include`` the stores' synthetic tiles
+    beside the real ones, ``exclude`` them, or ``only`` them; they are never in
+    ``val`` or ``test`` (docs/synthetic.md).
     """
     wheres = [str(s) for s in ([stores] if isinstance(stores, (str, os.PathLike)) else stores)]
     store = open_stores(wheres)
@@ -70,10 +74,10 @@ def open_dataset(
     splits = read_splits(store, data_seed, val_fraction)
     indices = splits.get(split)
     fraction = parse_label_fraction(label_fraction)
-    if fraction != 1.0:
-        if split != "train":
-            raise ConfigError(f"label_fraction subsets the train split, not {split}")
-        indices = label_subset(indices, fraction, data_seed)
+    if split == "train":
+        indices = train_tiles(splits, fraction, data_seed, synthetic)
+    elif fraction != 1.0:
+        raise ConfigError(f"label_fraction subsets the train split, not {split}")
     if patients is not None:
         column = np.asarray(store.full_table()["patient"]).astype(str)
         indices = indices[np.isin(column[indices], [str(p) for p in patients])]

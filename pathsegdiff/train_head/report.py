@@ -102,6 +102,10 @@ def summary_markdown(results: dict[str, Any]) -> str:
     if "n_train_tiles" in results:
         lines.append(f"- train tiles: {results['n_train_tiles']} (label fraction {results.get('label_fraction')}); "
                      f"validation: {_validation(results)}")
+    if results.get("n_synthetic_tiles") or results.get("synthetic", "include") != "include":
+        lines.append(f"- synthetic tiles trained on: {results.get('n_synthetic_train_tiles', 0)} of the "
+                     f"{results['n_train_tiles']} train tiles (`--synthetic {results.get('synthetic')}`; the stores "
+                     f"hold {results.get('n_synthetic_tiles', 0)}, never used for validation or test)")
     tiles = results.get("store_tiles")
     if tiles and tiles.get("written") != tiles.get("total"):
         lines.append(f"- **store partly written: {tiles['written']} of {tiles['total']} tiles** (the extraction was "

@@ -44,7 +44,16 @@ class TrainResult(RunResult):
         tiles = self.get("store_tiles") or {}
         partial = (f" (store partly written: {tiles['written']} of {tiles['total']} tiles)"
                    if tiles and tiles.get("written") != tiles.get("total") else "")
-        return super().line() + partial
+        return super().line() + partial + self.synthetic_text()
+
+    def synthetic_text(self) -> str:
+        """``; trained on 30 tiles, 6 of them synthetic (--synthetic include)`` when the stores hold synthetic tiles
+        or the run left them out; else empty."""
+        choice = self.get("synthetic", "include")
+        if not self.get("n_synthetic_tiles") and choice == "include":
+            return ""
+        return (f"; trained on {self.get('n_train_tiles')} tiles, {self.get('n_synthetic_train_tiles', 0)} of them "
+                f"synthetic (--synthetic {choice})")
 
 
 class EvaluateResult(RunResult):

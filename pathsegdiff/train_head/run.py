@@ -17,7 +17,9 @@ features (``coefficients.py``); run.json and head.json record the encoding and b
 A plug-in head (``config.head`` a class path) is imported and hashed once; run.json and every head.json
 record its class path, keyword arguments and the SHA-256 of its file (``heads/plugins.py``), and one dry
 forward on a batch refuses a head that breaks the protocol before anything is written.  run.json also
-records the class weights the loss used (``class_weights_used``: ``auto`` resolved to numbers).
+records the class weights the loss used (``class_weights_used``: ``auto`` resolved to numbers) and whether the
+stores' synthetic tiles were trained on (``synthetic``: include, exclude or only; results.json and summary.md
+count them).
 
 A RUN directory that holds a different run (another config or store) is
 refused unless ``overwrite`` (another config, store identity or list of
@@ -49,7 +51,7 @@ from pathsegdiff.train_head.heads import HeadConfig, HeadSpec, build_head, head_
 from pathsegdiff.train_head.metrics import ConfusionMatrix
 from pathsegdiff.train_head.report import aggregate_runs, clean_json, write_report
 from pathsegdiff.train_head.results import TrainResult
-from pathsegdiff.train_head.splits import label_subset, read_splits, require_labels, resolve_selection
+from pathsegdiff.train_head.splits import read_splits, require_labels, resolve_selection, train_tiles
 from pathsegdiff.train_head.store_set import open_stores
 from pathsegdiff.train_head.store_state import require_labelled_pixels, store_state
 
@@ -59,7 +61,7 @@ RUN_ENTRIES = frozenset({RUN_META, RUN_META + ".tmp", "runs", "results.json", "s
 
 
 def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, overwrite: bool,
-                    stores: Sequence[str] | None = None) -> None:
+                    stores: Sequence[str] | None = None, synthetic: str = "include") -> None:
     """Empty ``run_dir`` for this run, refusing to replace another run without ``overwrite``."""
     if run_dir.exists() and not run_dir.is_dir():
         raise StoreExistsError(f"{run_dir}: exists and is a file, not a run directory")
@@ -72,6 +74,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, ove
         except (OSError, ValueError):
             old = {}
         same = _recorded_config(old) == clean_json(config.to_dict()) and old.get("store_identity") == store_identity
+        same = same and old.get("synthetic", "include") == synthetic
         if stores is not None:  # a run of the same features over other stores is another run
             same = same and (old.get("stores") or [old.get("store")]) == list(stores)
         foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_ENTRIES)
@@ -107,9 +110,11 @@ def train(
     progress: bool = True,
     plots: bool = True,
     echo: Callable[[str], None] = lambda line: None,
+    synthetic: str = "include",
 ) -> TrainResult:
     """Train ``config.runs`` heads on one store or several and write the run directory; returns results.json's
-    content (with ``.line()``)."""
+    content (with ``.line()``).  ``synthetic``: ``include``, ``exclude`` or ``only`` the stores' synthetic
+    tiles in training (``splits.train_tiles``); they are never validation or test tiles."""
     run_dir = Path(run_dir)
     store = open_stores(stores)  # refuses stores of other features or classes before anything is written
     wheres = list(store.wheres)
@@ -120,7 +125,11 @@ def train(
     # refused before anything is written: not a PCA store, or a head that cannot take coefficients
     coefficients = store_bases(wheres, config.head)[1] if config.coefficients else None
     splits = read_splits(store, config.data_seed, config.val_fraction)
-    subset = label_subset(splits.train, config.label_fraction, config.data_seed)
+    subset = train_tiles(splits, config.label_fraction, config.data_seed, synthetic)
+    n_synthetic = int(np.isin(subset, splits.synthetic).sum())
+    if len(splits.synthetic) or synthetic != "include":
+        echo(f"training on {len(subset)} tiles, {n_synthetic} of them synthetic (--synthetic {synthetic}; the stores "
+             f"hold {len(splits.synthetic)} written synthetic tiles, never used for validation or test)")
     if not len(splits.val):
         raise InputError(f"{store.location}: no validation tile: the stores have no val split and "
                          f"only {len(splits.train)} written train tile(s) to carve one from")
@@ -144,8 +153,9 @@ def train(
     # each run's weights (safetensors, float32) and its checkpoint, the plots and reports: refused now, not after
     require_room(run_dir, config.runs * 3 * 4 * n_params + 16 * 2**20, "the run")
     with written_or_removed(run_dir, "the run"):  # a disk filled meanwhile: one line, the run removed (its own)
-        prepare_run_dir(run_dir, config, store.identity, overwrite, wheres)
+        prepare_run_dir(run_dir, config, store.identity, overwrite, wheres, synthetic)
         common = {"config": config.to_dict(), "stores": wheres, "store_identity": store.identity,
+                  "synthetic": synthetic,
                   **({"coefficients": coefficients} if coefficients else {}),
                   **({"head_code": code.to_dict()} if code else {}),
                   "class_weights_used": None if weights is None else weights.tolist()}
@@ -170,6 +180,8 @@ def train(
             "split": eval_split, "n_tiles": int(len(eval_idx)), "stores": wheres, "store_identity": store.identity,
             "class_names": list(sch.class_names), "head": head_config.kind, "blocks": [b.name for b in blocks],
             "timesteps": list(timesteps), "label_fraction": config.label_fraction, "n_train_tiles": int(len(subset)),
+            "synthetic": synthetic, "n_synthetic_train_tiles": n_synthetic,
+            "n_synthetic_tiles": int(len(splits.synthetic)),
             "n_val_tiles": int(len(splits.val)), "val_source": splits.val_source, "runs": config.runs,
             "seeds": [r["seed"] for r in per_run], "best_run": per_run[best]["run_dir"],
             **aggregate_runs(per_run, sch.class_names),

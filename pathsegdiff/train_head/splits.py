@@ -11,18 +11,24 @@ two, else single tiles; about ``val_fraction`` of the tiles, at least one, and
 never all of train.  Label-fraction subsets are prefixes of one seeded
 permutation of the train tiles, so for one seed the 1 % subset lies inside the
 10 % one.
+
+Synthetic tiles (tile-table ``origin``, docs/synthetic.md) are training tiles
+only: they are never drawn into validation or test, whatever the seed, the
+val fraction or the label fraction, and a val set carved from train is
+carved from the real tiles alone, so it is the same whether a run includes
+synthetic tiles, excludes them or trains on them only (:func:`train_tiles`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from pathsegdiff.errors import ConfigError, InputError
 from pathsegdiff.store import FeatureStore
-from pathsegdiff.store.tile_table import full_table
+from pathsegdiff.store.tile_table import full_table, is_synthetic
 from pathsegdiff.store.schema import BlockSpec
 from pathsegdiff.train_head.store_set import StoreSet
 
@@ -56,10 +62,11 @@ def require_labels(store: FeatureStore) -> None:
 class Splits:
     """Tile indices per split, and how validation was obtained."""
 
-    train: np.ndarray
+    train: np.ndarray  # the real train tiles (val carved out)
     val: np.ndarray
     test: np.ndarray
     val_source: str  # "store" or a sentence saying how it was carved
+    synthetic: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # written synthetic tiles
 
     def get(self, name: str) -> np.ndarray:
         if name not in ("train", "val", "test"):
@@ -90,12 +97,20 @@ def split_table(table: dict, ok: np.ndarray, seed: int = 0, val_fraction: float 
     """Splits of the tiles ``ok`` of a tile table (columns ``split``, ``slide_id``, ``patient``)."""
     split = np.asarray(table["split"]).astype(str)
     patient = np.asarray(table.get("patient", np.full(len(split), ""))).astype(str)
-    check_patients(patient[ok], split[ok], where)
-    train = np.flatnonzero(ok & ((split == "train") | (split == "")))
-    val = np.flatnonzero(ok & (split == "val"))
-    test = np.flatnonzero(ok & (split == "test"))
+    synthetic = is_synthetic(table)
+    bad = np.flatnonzero(ok & synthetic & (split != "train") & (split != ""))
+    if len(bad):  # TileRecord refuses such rows; a store written by other means may hold them
+        raise InputError(f"{where}: {len(bad)} synthetic tiles are marked {split[bad[0]]} (e.g. tile "
+                         f"{table['tile_id'][bad[0]] if 'tile_id' in table else bad[0]}); synthetic tiles are "
+                         "training tiles only")
+    real = ok & ~synthetic
+    check_patients(patient[real], split[real], where)  # a synthetic tile is no patient's
+    train = np.flatnonzero(real & ((split == "train") | (split == "")))
+    val = np.flatnonzero(real & (split == "val"))
+    test = np.flatnonzero(real & (split == "test"))
+    synthetic = np.flatnonzero(ok & synthetic)
     if len(val) or len(train) < 2:
-        return Splits(train, val, test, "store")
+        return Splits(train, val, test, "store", synthetic)
     slides = np.asarray(table["slide_id"]).astype(str)
     # a patient's slides go together; a slide without a patient is its own group
     groups = np.where(patient[train] != "", np.char.add("patient ", patient[train]), slides[train])
@@ -118,7 +133,7 @@ def split_table(table: dict, ok: np.ndarray, seed: int = 0, val_fraction: float 
         is_val = np.zeros(len(train), bool)
         is_val[rng.permutation(len(train))[: min(want, len(train) - 1)]] = True
         how = f"carved from train: {int(is_val.sum())} of {len(train)} tiles (seed {seed})"
-    return Splits(train[~is_val], train[is_val], test, how)
+    return Splits(train[~is_val], train[is_val], test, how, synthetic)
 
 
 def parse_label_fraction(value: str | float | int) -> float | int:
@@ -150,3 +165,23 @@ def label_subset(train: np.ndarray, fraction: float | int, seed: int = 0) -> np.
         raise InputError(f"label fraction asks for {k} tiles but the train split has only {n}")
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(train[order[:k]])
+
+
+SYNTHETIC_CHOICES = ("include", "exclude", "only")
+
+
+def train_tiles(splits: Splits, fraction: float | int = 1.0, seed: int = 0, synthetic: str = "include"
+                ) -> np.ndarray:
+    """The tiles a run trains on, in store order.  ``synthetic``: ``include`` the label-fraction subset of the
+    real train tiles plus every synthetic tile (with no real train tile, the subset of the synthetic ones);
+    ``exclude`` the real subset alone; ``only`` the subset of the synthetic tiles.  Validation and test never
+    change with it."""
+    if synthetic not in SYNTHETIC_CHOICES:
+        raise ConfigError(f"--synthetic {synthetic!r}: choose include, exclude or only")
+    if synthetic == "only" or (synthetic == "include" and not len(splits.train) and len(splits.synthetic)):
+        if not len(splits.synthetic):
+            raise InputError("--synthetic only: the stores hold no written synthetic tile (extract a folder of "
+                             "generated tiles with --origin synthetic)")
+        return label_subset(splits.synthetic, fraction, seed)
+    real = label_subset(splits.train, fraction, seed)
+    return real if synthetic == "exclude" else np.union1d(real, splits.synthetic)
