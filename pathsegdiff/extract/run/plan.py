@@ -96,7 +96,8 @@ def check_other_origin(store: str, table: dict, other: np.ndarray, position: dic
     ids = [str(table["tile_id"][k]) for k in other if str(table["tile_id"][k]) in position]
     if ids:
         raise InputError(f"{store}: {len(ids)} tile ids of this {mine} source are {theirs} tiles of the store "
-                         f"(e.g. {ids[0]}); rename those images (tile ids are <image stem>_<x>_<y>)")
+                         f"(e.g. {ids[0]}): if they are the same tiles, pass --origin {theirs}; else rename those "
+                         "images (tile ids are <image stem>_<x>_<y>)")
 
 
 def check_pca_width(schema: StoreSchema, preset: str, echo) -> None:
