@@ -41,7 +41,7 @@ def tile_tables(draw):
 label_fractions = st.one_of(st.sampled_from([1.0, 0.5, 0.1, 0.01]), st.integers(2, 30))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(tables=tile_tables(), seed=st.integers(0, 2**16), val_fraction=st.floats(0.05, 0.9),
        fraction=label_fractions, choice=st.sampled_from(SYNTHETIC_CHOICES))
 def test_synthetic_tiles_never_reach_val_or_test(tables, seed, val_fraction, fraction, choice):
