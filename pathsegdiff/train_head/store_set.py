@@ -6,8 +6,10 @@ storage) and the same classes and ignore index; the first difference is
 refused in one line that names both stores.  Tiles are numbered across the
 stores in the order given: tile ``i`` is tile ``i - offsets[k]`` of store
 ``k``.  The tile table is the stores' tables one after another (with their
-cohort columns and a ``store`` column), so splits and per-slide or
-per-patient metrics see one cohort; a patient in two stores is one patient.
+cohort columns, ``origin`` and a ``store`` column), so splits and per-slide or
+per-patient metrics see one cohort; a patient in two stores is one patient,
+and a store of synthetic tiles (``extract --origin synthetic``) trains with
+a store of real ones without ever entering validation or test (splits.py).
 """
 
 from __future__ import annotations
