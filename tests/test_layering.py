@@ -112,7 +112,7 @@ def test_modules_are_small():
 # above it, the core (create, writer, reader, views, grow, ...) above that, and one module per `store` command
 # (commands/: info, ls, verify, copy, pack, compact) at the top.  A layer imports only the layers below it.
 STORE_LAYERS = ["commands", "core", "backend", "contract"]
-CONTRACT = ("pathsegdiff.store.schema", "pathsegdiff.store.identity", "pathsegdiff.store.encodings")
+CONTRACT = ("pathsegdiff.store.schema", "pathsegdiff.store.records", "pathsegdiff.store.identity", "pathsegdiff.store.encodings")
 
 
 def _store_layer(module: str) -> str:

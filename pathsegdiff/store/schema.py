@@ -7,7 +7,7 @@ codecs, chunking) once; create, the writer and its batch check, the reader,
 their arrays from it, so a change to the layout is a change to this file (and
 a version bump).  What changes the feature values (``FeatureSpec`` and the
 identity hash) is in ``identity.py``, and what a store is written from (a
-tile-table row, ``TileRecord``, and ``TileBatch``) in ``schema_records.py``; both
+tile-table row, ``TileRecord``, and ``TileBatch``) in ``records.py``; both
 are re-exported here.
 """
 
@@ -29,10 +29,10 @@ from pathsegdiff.store.identity import canonical_json as canonical_json
 from pathsegdiff.store.identity import identity_diff as identity_diff
 from pathsegdiff.store.identity import identity_hash as identity_hash
 from pathsegdiff.store.identity import parse_codec as parse_codec
-from pathsegdiff.store.schema_records import ORIGINS as ORIGINS
-from pathsegdiff.store.schema_records import SPLITS as SPLITS
-from pathsegdiff.store.schema_records import TileBatch as TileBatch
-from pathsegdiff.store.schema_records import TileRecord as TileRecord
+from pathsegdiff.store.records import ORIGINS as ORIGINS
+from pathsegdiff.store.records import SPLITS as SPLITS
+from pathsegdiff.store.records import TileBatch as TileBatch
+from pathsegdiff.store.records import TileRecord as TileRecord
 
 SCHEMA_VERSION = 1
 ATTR_KEY = "pathsegdiff"  # root attribute holding everything below

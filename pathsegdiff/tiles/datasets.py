@@ -39,7 +39,7 @@ from pathsegdiff.tiles.annotations import UNKNOWN_POLICIES, ClassMap
 from pathsegdiff.tiles.cohort import SLIDE_EXTENSIONS, check_entries, folder_skips, is_slide_folder, read_cohort
 from pathsegdiff.tiles.images import IMAGE_EXTENSIONS
 from pathsegdiff.tiles.sources import IGNORE, ImageEntry, ImageListSource, TileSource
-from pathsegdiff.store.schema_records import ORIGINS, SYNTHETIC_SPLITS
+from pathsegdiff.store.records import ORIGINS, SYNTHETIC_SPLITS
 from pathsegdiff.store.schema import SPLITS
 
 DATASETS = ("folder", "bcss", "glas", "slide", "cohort")

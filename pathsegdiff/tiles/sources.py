@@ -137,7 +137,7 @@ class ImageListSource(TileSource):
     class_names: tuple[str, ...] = ()
     instance_masks: bool = False
     code_map: tuple[int, ...] | None = None  # mask code -> class id (255 = ignore), e.g. BCSS's 22 codes
-    origin: str = "real"  # or synthetic: generated tiles with known masks (store/schema_records.py)
+    origin: str = "real"  # or synthetic: generated tiles with known masks (store/records.py)
     kind: str = "images"
     root: str = ""
     records: list[TileRecord] = field(init=False)
