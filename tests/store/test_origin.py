@@ -12,6 +12,7 @@ import pytest
 from helpers import synth
 from pathsegdiff.errors import SchemaError
 from pathsegdiff.store import TileRecord, open_or_create, open_store
+from pathsegdiff.store.commands.info import format_info, store_info
 from pathsegdiff.store.tile_table import is_synthetic
 
 
@@ -43,6 +44,8 @@ def test_a_store_made_before_the_column_reads_as_real(tmp_path):
     assert set(fs.table()["origin"]) == {"real"} and not is_synthetic(fs.table()).any()
     assert {r.origin for r in fs.records()} == {"real"}
     assert list(fs.table(["origin"], rows=slice(2, 5))["origin"]) == ["real"] * 3
+    info = store_info(path)
+    assert info["origins"] == {"real": 12, "synthetic": 0} and "origins" not in format_info(info)
 
 
 def test_an_old_store_grows_with_synthetic_tiles_and_keeps_its_columns(tmp_path):
@@ -59,6 +62,9 @@ def test_an_old_store_grows_with_synthetic_tiles_and_keeps_its_columns(tmp_path)
     for col in ("tile_id", "patient", "split", "level"):  # the columns the store had are kept, rows unchanged
         assert list(t[col][:12]) == list(before[col])
     assert fs.record(13) == new[1] and (fs.status() == 1).all()
+    info = store_info(path)
+    assert info["origins"] == {"real": 12, "synthetic": 3}
+    assert "origins    real: 12, synthetic: 3" in format_info(info).splitlines()
     # a rerun with the same records is a resume: nothing appended, the origins compared and equal
     with open_or_create(path, synth.schema(None), records + new) as w:
         assert w.n_tiles == 15 and not len(w.missing())

@@ -19,7 +19,7 @@ import numpy as np
 
 from pathsegdiff.store import schema as S
 from pathsegdiff.store.reader import FeatureStore, open_store
-from pathsegdiff.store.tile_table import runs_of
+from pathsegdiff.store.tile_table import is_synthetic, runs_of
 
 
 def bytes_on_disk(fs: FeatureStore) -> int | None:
@@ -113,6 +113,7 @@ def store_info(where: str | os.PathLike, disk: bool = False) -> dict[str, Any]:
         "feature_bytes_per_tile": sch.feature_bytes_per_tile(),
         "float16_feature_bytes_per_tile": float16.feature_bytes_per_tile(),
         "splits": _splits(fs),
+        "origins": _origins(fs),
         "bytes_on_disk": size,  # None unless measured (disk=True)
         "bytes_estimated": written * sch.bytes_per_tile(),  # the written tiles' chunks, uncompressed
         "bytes_per_written_tile": (size // written) if (size and written) else None,
@@ -135,6 +136,12 @@ def _splits(fs: FeatureStore) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def _origins(fs: FeatureStore) -> dict[str, int]:
+    """Tiles per origin (real, synthetic); a store made before the column: all real."""
+    synthetic = int(is_synthetic(fs.table(["origin"])).sum())
+    return {"real": fs.n_tiles - synthetic, "synthetic": synthetic}
+
+
 def format_info(info: dict[str, Any]) -> str:
     t = info["tiles"]
     mib = lambda n: "?" if n is None else f"{n / 2**20:,.1f} MiB"  # noqa: E731
@@ -143,6 +150,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"layout     v{info['schema_version']}   identity {info['identity']}",
         f"tiles      {t['written']}/{t['total']} written ({t['todo']} todo, {t['failed']} failed)",
         "splits     " + ", ".join(f"{k or '(none)'}: {v}" for k, v in info["splits"].items()),
+        *([f"origins    real: {info['origins']['real']}, synthetic: {info['origins']['synthetic']}"]
+          if info["origins"]["synthetic"] else []),
         f"timesteps  {', '.join(map(str, info['timesteps']))}",
         "blocks     " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in info["blocks"].items()),
         f"storage    {info['dtype']}, encoding {info['encoding']}, codec {info['codec']}, tile {info['tile_size']} px",
