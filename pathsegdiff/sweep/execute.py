@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +69,10 @@ def _set_threads(threads: int) -> None:
 
 
 def run_cells(jobs: Sequence[CellJob], n_jobs: int, threads: int,
-              done: Callable[[dict[str, Any]], None] = lambda summary: None) -> None:
-    """Train every job; ``done`` is called in this process with each finished cell's summary, as it finishes.
+              done: Callable[[dict[str, Any]], None] = lambda summary: None,
+              work: Callable[[CellJob], dict[str, Any]] = train_cell) -> None:
+    """Run ``work`` (training, unless a test gives a stand-in) on every job; ``done`` is called in this process
+    with each finished cell's summary as soon as it finishes.
 
     The first failing cell stops the sweep: cells not yet started are cancelled, running ones finish, and the
     error is raised (finished cells stay finished, so a rerun resumes)."""
@@ -83,7 +85,7 @@ def run_cells(jobs: Sequence[CellJob], n_jobs: int, threads: int,
         torch.set_num_threads(threads)
         try:
             for job in jobs:
-                done(train_cell(job))
+                done(work(job))
         finally:
             torch.set_num_threads(before)
         return
@@ -91,9 +93,9 @@ def run_cells(jobs: Sequence[CellJob], n_jobs: int, threads: int,
     pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), mp_context=context, initializer=_set_threads,
                                initargs=(threads,))
     try:
-        pending = {pool.submit(train_cell, job) for job in jobs}
+        pending = {pool.submit(work, job) for job in jobs}
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 done(future.result())  # a cell's error is raised here
     finally:
