@@ -83,7 +83,7 @@ def evaluate_cmd(
         store = recorded_stores(run)
         typer.echo(f"evaluating on {' + '.join(store)}, the store{'s' * (len(store) > 1)} the run was trained on")
     r = evaluate_run(run, store, split=split, device=device, batch_size=batch_size, out_dir=out,
-                     progress=not quiet, head_code=head_code)
+                     progress=not quiet, head_code=head_code, echo=typer.echo)
     typer.echo(r.line())
 
 

@@ -170,7 +170,8 @@ def train(
             (run_dir / sub / "history.json").write_text(json.dumps(clean_json(fit.history), indent=1))
             ev = evaluate_head(fit.head, fit.meta, wheres, eval_idx, config.device, config.batch_size,
                                config.loader_workers, keep_samples=4, progress=progress,
-                               desc=f"seed {seed}: {eval_split} split")
+                               desc=f"seed {seed}: {eval_split} split",
+                               echo=echo if r == 0 else (lambda line: None))  # why a PCA store decodes: said once
             evaluations.append(ev)
             histories[f"seed {seed}"] = fit.history
             per_run.append({"seed": seed, "run_dir": sub, "best_epoch": fit.meta.epoch, "val_miou": fit.meta.val_miou,
