@@ -58,8 +58,9 @@ def train_cmd(
         class_weights=class_weights, patience=patience, label_fraction=parse_label_fraction(label_fraction),
         runs=runs, seed=seed, augment=augment == "d4", loader_workers=loader_workers, device=device,
         coefficients=coefficients, head_options=parse_head_args(head_args), allow_partial=allow_partial,
+        synthetic=synthetic,
     )
-    r = train(stores, out, config, overwrite=overwrite, progress=not quiet, echo=typer.echo, synthetic=synthetic)
+    r = train(stores, out, config, overwrite=overwrite, progress=not quiet, echo=typer.echo)
     typer.echo(r.line())
 
 

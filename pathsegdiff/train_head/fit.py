@@ -33,6 +33,7 @@ from pathsegdiff.train_head.heads import protocol
 from pathsegdiff.train_head.losses import LOSSES, auto_class_weights, parse_class_weights, segmentation_loss
 from pathsegdiff.train_head.metrics import ConfusionMatrix
 from pathsegdiff.train_head.progress import bar
+from pathsegdiff.train_head.splits import SYNTHETIC_CHOICES
 
 __all__ = ["FitResult", "TrainConfig", "dry_run", "fit_head", "fit_one", "resolve_class_weights", "resolve_device",
            "segmentation_loss", "to_device"]
@@ -67,6 +68,7 @@ class TrainConfig:
     coefficients: bool = False  # train on a PCA store's coefficients; the head is saved composed (coefficients.py)
     head_options: Mapping[str, Any] = field(default_factory=dict)  # a built-in's fields, a plug-in's keyword args
     allow_partial: bool = False  # evaluate on a store whose evaluated split has no written tile yet
+    synthetic: str = "include"  # the stores' synthetic tiles in training: include, exclude or only (splits.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.head, type):  # a class object (a notebook): the class path of its file
@@ -84,6 +86,8 @@ class TrainConfig:
         if self.loader_workers < 0 or not 0 < self.val_fraction < 1:
             raise ConfigError("loader_workers must be >= 0 and val_fraction in (0, 1)")
         object.__setattr__(self, "class_weights", parse_class_weights(self.class_weights))
+        if self.synthetic not in SYNTHETIC_CHOICES:
+            raise ConfigError(f"--synthetic {self.synthetic!r}: choose include, exclude or only")
         if not isinstance(self.head_options, Mapping):
             raise ConfigError(f"head options must be a JSON object of keyword arguments, got {self.head_options!r}")
         bad = set(self.head_options) - builtin_options()

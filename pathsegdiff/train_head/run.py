@@ -18,7 +18,7 @@ A plug-in head (``config.head`` a class path) is imported and hashed once; run.j
 record its class path, keyword arguments and the SHA-256 of its file (``heads/plugins.py``), and one dry
 forward on a batch refuses a head that breaks the protocol before anything is written.  run.json also
 records the class weights the loss used (``class_weights_used``: ``auto`` resolved to numbers) and whether the
-stores' synthetic tiles were trained on (``synthetic``: include, exclude or only; results.json and summary.md
+stores' synthetic tiles were trained on (the config's ``synthetic``: include, exclude or only; results.json and summary.md
 count them).
 
 A RUN directory that holds a different run (another config or store) is
@@ -61,7 +61,7 @@ RUN_ENTRIES = frozenset({RUN_META, RUN_META + ".tmp", "runs", "results.json", "s
 
 
 def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, overwrite: bool,
-                    stores: Sequence[str] | None = None, synthetic: str = "include") -> None:
+                    stores: Sequence[str] | None = None) -> None:
     """Empty ``run_dir`` for this run, refusing to replace another run without ``overwrite``."""
     if run_dir.exists() and not run_dir.is_dir():
         raise StoreExistsError(f"{run_dir}: exists and is a file, not a run directory")
@@ -74,7 +74,6 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, store_identity: str, ove
         except (OSError, ValueError):
             old = {}
         same = _recorded_config(old) == clean_json(config.to_dict()) and old.get("store_identity") == store_identity
-        same = same and old.get("synthetic", "include") == synthetic
         if stores is not None:  # a run of the same features over other stores is another run
             same = same and (old.get("stores") or [old.get("store")]) == list(stores)
         foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_ENTRIES)
@@ -110,11 +109,11 @@ def train(
     progress: bool = True,
     plots: bool = True,
     echo: Callable[[str], None] = lambda line: None,
-    synthetic: str = "include",
 ) -> TrainResult:
     """Train ``config.runs`` heads on one store or several and write the run directory; returns results.json's
-    content (with ``.line()``).  ``synthetic``: ``include``, ``exclude`` or ``only`` the stores' synthetic
-    tiles in training (``splits.train_tiles``); they are never validation or test tiles."""
+    content (with ``.line()``).  ``config.synthetic``: ``include``, ``exclude`` or ``only`` the stores'
+    synthetic tiles in training (``splits.train_tiles``); they are never validation or test tiles."""
+    synthetic = config.synthetic
     run_dir = Path(run_dir)
     store = open_stores(stores)  # refuses stores of other features or classes before anything is written
     wheres = list(store.wheres)
@@ -153,9 +152,8 @@ def train(
     # each run's weights (safetensors, float32) and its checkpoint, the plots and reports: refused now, not after
     require_room(run_dir, config.runs * 3 * 4 * n_params + 16 * 2**20, "the run")
     with written_or_removed(run_dir, "the run"):  # a disk filled meanwhile: one line, the run removed (its own)
-        prepare_run_dir(run_dir, config, store.identity, overwrite, wheres, synthetic)
+        prepare_run_dir(run_dir, config, store.identity, overwrite, wheres)
         common = {"config": config.to_dict(), "stores": wheres, "store_identity": store.identity,
-                  "synthetic": synthetic,
                   **({"coefficients": coefficients} if coefficients else {}),
                   **({"head_code": code.to_dict()} if code else {}),
                   "class_weights_used": None if weights is None else weights.tolist()}

@@ -49,7 +49,7 @@ def test_the_run_says_how_many_synthetic_tiles_it_trained_on(stores, tmp_path, c
     summary = (out / "summary.md").read_text()
     assert f"- synthetic tiles trained on: {synthetic} of the {trained} train tiles (`--synthetic {choice}`; the " \
            f"stores hold {SYNTHETIC}, never used for validation or test)" in summary
-    assert json.loads((out / "run.json").read_text())["synthetic"] == choice
+    assert json.loads((out / "run.json").read_text())["config"]["synthetic"] == choice  # part of the run's config
 
 
 def test_a_real_store_trains_together_with_a_synthetic_one(stores, tmp_path):
