@@ -25,6 +25,7 @@ from typing import Any
 
 from pathsegdiff.errors import ConfigError, StoreExistsError
 from pathsegdiff.output_dir import OutputKind, check_output_dir, replace_output_dir
+from pathsegdiff.sweep.grid import shared_options
 from pathsegdiff.train_head.checkpoint import RUN_META
 from pathsegdiff.train_head.fit import TrainConfig
 from pathsegdiff.train_head.report import clean_json
@@ -60,11 +61,19 @@ def _write_record(out: Path, record: dict[str, Any]) -> None:
 
 
 def _read_record(out: Path) -> dict[str, Any] | None:
+    """sweep.json, its train options as TrainConfig reads them now (an option added since reads as its default,
+    as train's same-run check does); None when unreadable."""
     try:
         doc = json.loads((out / SWEEP_JSON).read_text())
     except (OSError, ValueError):
         return None
-    return doc if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return None
+    try:
+        train = clean_json(shared_options(TrainConfig.from_dict(doc.get("train") or {})))
+    except (ConfigError, TypeError, AttributeError):
+        return doc  # options this version does not know: compared as written, so refused naming them
+    return {**doc, "train": json.loads(json.dumps(train))}
 
 
 def check_sweep_dir(out: str | Path, record: dict[str, Any], overwrite: bool) -> bool:

@@ -120,6 +120,14 @@ class Cell:
                 f"{fraction_text(self.fraction)} labels")
 
 
+PER_CELL = ("head", "blocks", "timesteps", "label_fraction")  # the TrainConfig fields the grid sets per cell
+
+
+def shared_options(train: TrainConfig) -> dict[str, Any]:
+    """The train options every cell shares, as recorded in sweep.json."""
+    return {k: v for k, v in train.to_dict().items() if k not in PER_CELL}
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """The grid and the train options every cell shares (``train.runs`` runs per cell)."""
@@ -153,9 +161,7 @@ class SweepConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """What sweep.json records: a rerun resumes only with the same dict."""
-        train = self.train.to_dict()
-        for per_cell in ("head", "blocks", "timesteps", "label_fraction"):
-            train.pop(per_cell)
+        train = shared_options(self.train)
         return {"heads": list(self.heads), "block_sets": [None if b is None else list(b) for b in self.block_sets],
                 "timestep_sets": [None if t is None else list(t) for t in self.timestep_sets],
                 "label_fractions": list(self.label_fractions), "train": train}

@@ -57,7 +57,7 @@ def sweep_plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> N
         ax.set_xticks(range(len(groups)), names)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_title(f"{head} head")
-        ax.set_xlabel("blocks" if one_timestep_set else "blocks, timesteps")
+        ax.set_xlabel(f"blocks (timesteps {groups[0][1]})" if one_timestep_set else "blocks, timesteps")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("mIoU (mean ± sd over runs)")
     axes[0][-1].legend(fontsize="small", loc="best")

@@ -106,7 +106,7 @@ def run_sweep(
             f"{threads} torch thread{'s' * (threads > 1)}" if todo else "; nothing to train"))
     cell_jobs = [CellJob(c.name, tuple(wheres), str(out / CELLS / c.name), config.cell_config(c)) for c in todo]
     labels, pids = {c.name: c.label() for c in todo}, set()
-    cells_bar = bar(len(todo), "sweep", progress, unit="cell")
+    cells_bar = bar(len(todo), "sweep", progress and bool(todo), unit="cell")
 
     def done(summary: dict[str, Any]) -> None:
         sd = "" if summary["miou_sd"] is None else f" ± {summary['miou_sd']:.4f}"

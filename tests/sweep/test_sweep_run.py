@@ -93,6 +93,20 @@ def test_a_rerun_skips_every_finished_cell(swept, sweep_store):
     assert _files(out) == before  # no cell file was written again
 
 
+def test_a_sweep_recorded_before_an_option_existed_resumes(swept, sweep_store, tmp_path):
+    out, _, _ = swept
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    record = json.loads((copy / "sweep.json").read_text())
+    del record["train"]["allow_partial"]  # as an older version wrote it: the option reads as its default
+    (copy / "sweep.json").write_text(json.dumps(record))
+    assert run_sweep(sweep_store, copy, CONFIG, threads=1, progress=False).skipped == N_CELLS
+    record["train"]["no_such_option"] = 1  # one this version does not know is another sweep
+    (copy / "sweep.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"other options \(.*no_such_option\)"):
+        run_sweep(sweep_store, copy, CONFIG, threads=1, progress=False)
+
+
 def test_an_interrupted_cell_is_trained_again_and_only_it(swept, sweep_store):
     out, _, _ = swept
     cell = out / "cells" / CONFIG.cells()[1].name
