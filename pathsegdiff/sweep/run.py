@@ -109,9 +109,10 @@ def run_sweep(
     cells_bar = bar(len(todo), "sweep", progress and bool(todo), unit="cell")
 
     def done(summary: dict[str, Any]) -> None:
-        sd = "" if summary["miou_sd"] is None else f" ± {summary['miou_sd']:.4f}"
+        miou, sd = summary["miou"], summary["miou_sd"]
+        text = "n/a" if miou is None else f"{miou:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
         with cells_bar.external_write_mode():
-            echo(f"  {labels[summary['name']]}: mIoU {summary['miou']:.4f}{sd} ({summary['seconds']:.0f} s)")
+            echo(f"  {labels[summary['name']]}: mIoU {text} ({summary['seconds']:.0f} s)")
         cells_bar.update(1)
         pids.add(summary["pid"])
 
