@@ -95,6 +95,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Device = Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")]
 StoreBlocks = Annotated[str | None, typer.Option(metavar="BLOCKS", help="Comma-separated blocks; default: every block in the store.")]
 StoreTimesteps = Annotated[str | None, typer.Option(metavar="TIMESTEPS", help="Comma-separated timesteps; default: all in the store.")]
+LabelDraws = Annotated[str, typer.Option(metavar="fixed|per-run", help="fixed: every run trains on the same label subset (drawn with the data seed), so the spread over runs is the seeds'; per-run: run r draws its own subset (data seed + r), as the label-efficient protocol measures it.")]
 
 
 StoreArg = Annotated[str, typer.Argument(metavar="STORE", help="Store: a directory, a .zip made by 'store pack', or a URL (s3://...).")]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from pathsegdiff.cli.common import Device, Quiet, StoreBlocks, StoreTimesteps, app, guarded, split_list
+from pathsegdiff.cli.common import Device, LabelDraws, Quiet, StoreBlocks, StoreTimesteps, app, guarded, split_list
 
 
 # --- train / evaluate --------------------------------------------------------
@@ -37,6 +37,7 @@ def train_cmd(
     augment: Annotated[str, typer.Option(metavar="AUGMENT", help="d4: random quarter turns and flips of features, RGB and labels together (the default); none: tiles as stored. Diffusion features are not rotation-equivariant, so d4 is an approximation.")] = "d4",
     patience: Annotated[int, typer.Option(metavar="PATIENCE", help="Stop after this many epochs without a better val mIoU.")] = 8,
     loader_workers: Annotated[int, typer.Option(metavar="LOADER_WORKERS", help="DataLoader worker processes that read tiles.")] = 0,
+    label_draws: LabelDraws = "fixed",
     synthetic: Annotated[str, typer.Option(metavar="SYNTHETIC", help="The stores' synthetic tiles (extracted with --origin synthetic): include (the default: added to the real train tiles the label fraction keeps), exclude, or only (train on them alone). Never used for validation or test whatever this is; the run says how many it trained on.")] = "include",
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Train on a store still being written even when a split the run evaluates on has no written tile yet (always said, and recorded in results.json).")] = False,
     coefficients: Annotated[bool, typer.Option("--coefficients", help="Train on a PCA store's coefficients (faster reads); the head is saved composed onto the store's features.")] = False,
@@ -58,7 +59,7 @@ def train_cmd(
         class_weights=class_weights, patience=patience, label_fraction=parse_label_fraction(label_fraction),
         runs=runs, seed=seed, augment=augment == "d4", loader_workers=loader_workers, device=device,
         coefficients=coefficients, head_options=parse_head_args(head_args), allow_partial=allow_partial,
-        synthetic=synthetic,
+        synthetic=synthetic, label_draws=label_draws,
     )
     r = train(stores, out, config, overwrite=overwrite, progress=not quiet, echo=typer.echo)
     typer.echo(r.line())

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from pathsegdiff.cli.common import Device, Quiet, app, guarded
+from pathsegdiff.cli.common import Device, LabelDraws, Quiet, app, guarded
 
 SweepStoreArg = Annotated[list[str], typer.Argument(metavar="STORE", help="Stores with features and labels (a directory, a .zip or a URL); several are read as one, as by 'train'.")]
 
@@ -20,6 +20,7 @@ def sweep_cmd(
     blocks: Annotated[str | None, typer.Option(metavar="BLOCK_SETS", help="Comma-separated block sets, members joined by '+': up1,up2,up1+up2. Default: one set, every block in the store.")] = None,
     timesteps: Annotated[str | None, typer.Option(metavar="TIMESTEP_SETS", help="Comma-separated timestep sets, members joined by '+': 50,150,50+150. Default: one set, every timestep in the store.")] = None,
     label_fraction: Annotated[str, typer.Option(metavar="LABEL_FRACTIONS", help="Comma-separated label fractions of the train tiles: fractions (0.1), percentages (10%) or tile counts (25). One that keeps fewer than 4 train tiles (MIN_TRAIN_TILES) is refused.")] = "1",
+    label_draws: LabelDraws = "fixed",
     runs: Annotated[int, typer.Option(metavar="RUNS", help="Runs per cell, with seeds seed..seed+runs-1; the table gives mean and sd over them.")] = 3,
     jobs: Annotated[int, typer.Option(metavar="JOBS", help="Cells trained at once, each in its own process.")] = 1,
     threads: Annotated[int | None, typer.Option(metavar="THREADS", help="Torch threads per process; default: the usable cores divided by --jobs. Results are bit-identical across --jobs when --threads is the same.")] = None,
@@ -44,7 +45,8 @@ def sweep_cmd(
     if augment not in ("d4", "none"):
         raise ConfigError(f"--augment {augment!r}: choose d4 or none")
     train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, augment=augment == "d4",
-                        runs=runs, seed=seed, device=device, head_options=parse_head_args(head_args))
+                        runs=runs, seed=seed, device=device, head_options=parse_head_args(head_args),
+                        label_draws=label_draws)
     config = SweepConfig(heads=parse_heads(heads), block_sets=parse_sets(blocks, "--blocks"),
                          timestep_sets=parse_sets(timesteps, "--timesteps", int),
                          label_fractions=parse_fractions(label_fraction), train=train)

@@ -6,7 +6,8 @@ tile count, as ``train --label-fraction`` takes it.  Every cell is a
 :class:`TrainConfig`: the sweep's shared train options with the cell's head,
 blocks, timesteps and label fraction, trained ``runs`` times (seeds seed ..
 seed + runs - 1).  A cell's label subset is fixed by ``data_seed`` (as in
-``train``), so the spread over runs is that of the seeds, not of the subset.
+``train``), so the spread over runs is that of the seeds, unless
+``label_draws="per-run"``: then run r draws its own subset (``data_seed + r``).
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ from pathsegdiff.train_head.metrics import ConfusionMatrix
 from pathsegdiff.train_head.progress import bar
 from pathsegdiff.train_head.splits import SYNTHETIC_CHOICES
 
+LABEL_DRAWS = ("fixed", "per-run")
+
 __all__ = ["FitResult", "TrainConfig", "dry_run", "fit_head", "fit_one", "resolve_class_weights", "resolve_device",
            "segmentation_loss", "to_device"]
 
@@ -69,6 +71,7 @@ class TrainConfig:
     head_options: Mapping[str, Any] = field(default_factory=dict)  # a built-in's fields, a plug-in's keyword args
     allow_partial: bool = False  # evaluate on a store whose evaluated split has no written tile yet
     synthetic: str = "include"  # the stores' synthetic tiles in training: include, exclude or only (splits.py)
+    label_draws: str = "fixed"  # fixed: one label subset (data_seed) for every run; per-run: run r draws its own
 
     def __post_init__(self) -> None:
         if isinstance(self.head, type):  # a class object (a notebook): the class path of its file
@@ -86,6 +89,8 @@ class TrainConfig:
         if self.loader_workers < 0 or not 0 < self.val_fraction < 1:
             raise ConfigError("loader_workers must be >= 0 and val_fraction in (0, 1)")
         object.__setattr__(self, "class_weights", parse_class_weights(self.class_weights))
+        if self.label_draws not in LABEL_DRAWS:
+            raise ConfigError(f"--label-draws {self.label_draws!r}: choose {' or '.join(LABEL_DRAWS)}")
         if self.synthetic not in SYNTHETIC_CHOICES:
             raise ConfigError(f"--synthetic {self.synthetic!r}: choose include, exclude or only")
         if not isinstance(self.head_options, Mapping):

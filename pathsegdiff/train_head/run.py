@@ -95,6 +95,12 @@ def _recorded_config(run_meta: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def _weights_json(weights: list[np.ndarray | None]) -> list | None:
+    """The class weights the loss used: one list, or one per run when each run drew its own labels."""
+    as_lists = [None if w is None else w.tolist() for w in weights]
+    return as_lists[0] if len(as_lists) == 1 else as_lists
+
+
 def _write_run_meta(run_dir: Path, **fields: Any) -> None:
     tmp = run_dir / (RUN_META + ".tmp")
     tmp.write_text(json.dumps(clean_json(fields), indent=1))
@@ -124,7 +130,10 @@ def train(
     # refused before anything is written: not a PCA store, or a head that cannot take coefficients
     coefficients = store_bases(wheres, config.head)[1] if config.coefficients else None
     splits = read_splits(store, config.data_seed, config.val_fraction)
-    subset = train_tiles(splits, config.label_fraction, config.data_seed, synthetic)
+    # per-run label draws (the label-efficient protocol): run r trains on the subset of data_seed + r
+    draws = config.runs if config.label_draws == "per-run" else 1
+    subsets = [train_tiles(splits, config.label_fraction, config.data_seed + d, synthetic) for d in range(draws)]
+    subset = subsets[0]
     n_synthetic = int(np.isin(subset, splits.synthetic).sum())
     if len(splits.synthetic) or synthetic != "include":
         echo(f"training on {len(subset)} tiles, {n_synthetic} of them synthetic (--synthetic {synthetic}; the stores "
@@ -136,7 +145,8 @@ def train(
     eval_split = "test" if len(splits.test) else "val"
     eval_idx = splits.get(eval_split)
     sch = store.schema
-    require_labelled_pixels(wheres, subset, len(sch.class_names), sch.ignore_index, store.location)
+    for s in subsets:
+        require_labelled_pixels(wheres, s, len(sch.class_names), sch.ignore_index, store.location)
     cls, code = head_class(config.head)  # a plug-in is imported and hashed here, once
     spec = HeadSpec(blocks, timesteps, len(sch.class_names), sch.tile_size)
     head_config = HeadConfig.for_run(code.class_path if code else config.head, spec, config.head_options)
@@ -147,7 +157,7 @@ def train(
     if code is not None:  # refused before anything is written: a plug-in that breaks the protocol
         dry_run(build_head(head_config, cls), TileDataset(wheres, subset[:2], [b.name for b in blocks], timesteps,
                                                           with_rgb=True), spec.n_classes, torch.device("cpu"))
-    weights = resolve_class_weights(config, wheres, subset, spec.n_classes, sch.ignore_index)
+    weights = [resolve_class_weights(config, wheres, s, spec.n_classes, sch.ignore_index) for s in subsets]
     n_params = sum(p.numel() for p in build_head(head_config, cls).parameters())
     # each run's weights (safetensors, float32) and its checkpoint, the plots and reports: refused now, not after
     require_room(run_dir, config.runs * 3 * 4 * n_params + 16 * 2**20, "the run")
@@ -156,15 +166,15 @@ def train(
         common = {"config": config.to_dict(), "stores": wheres, "store_identity": store.identity,
                   **({"coefficients": coefficients} if coefficients else {}),
                   **({"head_code": code.to_dict()} if code else {}),
-                  "class_weights_used": None if weights is None else weights.tolist()}
+                  "class_weights_used": _weights_json(weights)}
         _write_run_meta(run_dir, **common, status="running")
 
         per_run, histories, evaluations = [], {}, []
         for r in range(config.runs):
             seed = config.seed + r
             sub = f"runs/seed_{seed}"
-            fit = fit_one(wheres, head_config, meta_base, subset, splits.val, config, seed, run_dir / sub, progress,
-                          cls, weights)
+            fit = fit_one(wheres, head_config, meta_base, subsets[r % draws], splits.val, config, seed, run_dir / sub,
+                          progress, cls, weights[r % draws])
             (run_dir / sub / "history.json").write_text(json.dumps(clean_json(fit.history), indent=1))
             ev = evaluate_head(fit.head, fit.meta, wheres, eval_idx, config.device, config.batch_size,
                                config.loader_workers, keep_samples=4, progress=progress,
@@ -173,7 +183,8 @@ def train(
             evaluations.append(ev)
             histories[f"seed {seed}"] = fit.history
             per_run.append({"seed": seed, "run_dir": sub, "best_epoch": fit.meta.epoch, "val_miou": fit.meta.val_miou,
-                            "epochs_run": len(fit.history), **ev.metrics})
+                            "epochs_run": len(fit.history), "label_draw_seed": config.data_seed + r % draws,
+                            "n_train_tiles": int(len(subsets[r % draws])), **ev.metrics})
         best = int(np.argmax([r["val_miou"] if r["val_miou"] is not None else -1 for r in per_run]))
         results = {
             "split": eval_split, "n_tiles": int(len(eval_idx)), "stores": wheres, "store_identity": store.identity,
