@@ -15,8 +15,9 @@ Prints a table per part, a row per preset (float16 first, the reference):
   the same stores (bench/pca_spectrum.py: K for 90/95/99 % of the variance, ``--spectrum-plot``).
 
     python bench/compact.py                       # reference shapes only: bytes, speed, error
-    python bench/compact.py --quality --store he-tiny=/tmp/demo_he/features.zarr \
-        --store tiny=/tmp/quality/demo_tiny/features.zarr --work /tmp/quality [--no-reference] [--plot PNG] [--spectrum-plot PNG]
+    python bench/compact.py --quality --store he-tiny=/tmp/demo_he/features.zarr \\
+        --store tiny=/tmp/quality/demo_tiny/features.zarr --work /tmp/quality \\
+        [--no-reference] [--plot PNG] [--spectrum-plot PNG]
 
 Without ``--store``, ``--quality`` extracts the demo's tiles with both models into ``--work`` first.
 """

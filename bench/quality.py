@@ -29,7 +29,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 PATHSEGDIFF = Path(sys.executable).with_name("pathsegdiff")
 RGB_HEAD = f"{BENCH / 'rgb_only_head.py'}:RGBOnly"
-METRICS = (("miou", "mIoU"), ("mdice", "mDice"), ("pixel_accuracy", "pixel accuracy"))
+METRICS = (("miou", "mIoU"), ("mdice", "mDice"), ("pixel_accuracy", "pixel accuracy"),
+           ("boundary_f1", "boundary F1 (2 px)"))
 
 
 def echo(msg: str) -> None:
@@ -63,7 +64,7 @@ def train(store: str, run: Path, epochs: int, runs: int, *extra: str) -> dict:
                "--quiet", "--overwrite", *extra]
         echo("$ " + " ".join(cmd).replace(str(PATHSEGDIFF), "pathsegdiff") + f"    ({load()})")
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=sys.stderr)
         seconds = time.perf_counter() - t0
         (run / "bench_time.json").write_text(json.dumps({"seconds": seconds, "load_after": os.getloadavg()}))
         echo(f"  {run.name}: {seconds:.0f} s ({load()})")
@@ -91,7 +92,8 @@ def row(label: str, run: Path, results: dict) -> str:
 
 def header(first: str) -> list[str]:
     names = [name for _, name in METRICS]
-    return [f"| {first} | " + " | ".join(names) + " | mIoU per seed | train time |", "|---" * (len(names) + 3) + "|"]
+    columns = first.count("|") + 1 + len(names) + 2
+    return [f"| {first} | " + " | ".join(names) + " | mIoU per seed | train time |", "|---" * columns + "|"]
 
 
 def heads(stores: dict[str, str], work: Path, epochs: int, runs: int) -> str:
@@ -110,20 +112,71 @@ def subsets(items: list) -> list[tuple]:
     return [c for n in range(1, len(items) + 1) for c in itertools.combinations(items, n)]
 
 
+def cells(blocks: list[str], timesteps: list[str]) -> list[tuple[tuple, tuple]]:
+    """Every block set x timestep set, the one-factor cells first (one block set with every timestep, every
+    block with one timestep set), so that a sweep stopped early has the most telling part."""
+    full_b, full_t = tuple(blocks), tuple(timesteps)
+    grid = list(itertools.product(subsets(blocks), subsets(timesteps)))
+    first = [(b, full_t) for b in subsets(blocks) if b != full_b] + [(full_b, t) for t in subsets(timesteps)]
+    return first + [c for c in grid if c not in first]
+
+
 def ablation(stores: dict[str, str], work: Path, epochs: int, runs: int, blocks: list[str] | None,
-             timesteps: list[str] | None) -> str:
+             timesteps: list[str] | None, plot: str | None = None) -> str:
+    """fcn on each cell of each store; the cell with every block and timestep is the heads table's fcn run."""
     from pathsegdiff.store import open_store
 
-    lines = header("model | blocks | timesteps")
-    for name, store in stores.items():
-        fs = open_store(store)
-        for b, t in itertools.product(subsets(blocks or list(fs.blocks)),
-                                      subsets(timesteps or [str(x) for x in fs.timesteps])):
-            run = work / "ablation" / f"{name}-{'+'.join(b)}-t{'+'.join(t)}"
+    fs = open_store(next(iter(stores.values())))
+    blocks, timesteps = blocks or list(fs.blocks), timesteps or [str(x) for x in fs.timesteps]
+    found, rows = {}, {}
+    for b, t in cells(blocks, timesteps):
+        for i, (name, store) in enumerate(stores.items()):
+            cell = f"{name}-{'+'.join(b)}-t{'+'.join(t)}"
+            full = (list(b), list(t)) == (list(fs.blocks), [str(x) for x in fs.timesteps])
+            run = work / "runs" / f"{name}-fcn" if full else work / "ablation" / cell
             res = train(store, run, epochs, runs, "--head", "fcn", "--blocks", ",".join(b),
                         "--timesteps", ",".join(t))
-            lines.append(row(f"{name} | {'+'.join(b)} | {'+'.join(t)}", run, res))
-    return "\n".join(lines)
+            found[(name, "+".join(b), "+".join(t))] = test_metrics(res)["miou"]
+            rows[(i, len(b), b, len(t), tuple(int(x) for x in t))] = row(f"{name} | {'+'.join(b)} | {'+'.join(t)}",
+                                                                         run, res)
+    if plot:
+        plot_ablation(found, Path(plot))
+    return "\n".join(header("model | blocks | timesteps") + [rows[k] for k in sorted(rows)])
+
+
+def plot_ablation(found: dict[tuple[str, str, str], tuple], out: Path) -> None:
+    """Test mIoU ± sd per block set x timestep set, one bar per store."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(k[0] for k in found))
+    labels = list(dict.fromkeys(f"{k[1]}\nt = {k[2]}" for k in sorted(found, key=lambda k: (len(k[1]), k[1],
+                                                                                               len(k[2]), k[2]))))
+    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2, 4.2))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        xs, ys, es = [], [], []
+        for j, label in enumerate(labels):
+            b, t = label.split("\nt = ")
+            if (name, b, t) in found:
+                xs.append(j + (i - (len(names) - 1) / 2) * width)
+                ys.append(found[(name, b, t)][0])
+                es.append(found[(name, b, t)][1])
+        ax.bar(xs, ys, width, yerr=es, capsize=3, label=name)
+        for x, y, e in zip(xs, ys, es):
+            ax.text(x, y + e + 0.01, f"{y:.3f}", ha="center", va="bottom", fontsize=6.5, rotation=90)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylabel("test mIoU (fcn, mean ± sd of 3 seeds)")
+    ax.set_ylim(0, 1)
+    ax.set_title("Demo store: block and timestep ablation", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -141,6 +194,7 @@ def main() -> None:
         if name == "ablation":
             q.add_argument("--blocks", help="comma-separated; default: the store's")
             q.add_argument("--timesteps", help="comma-separated; default: the store's")
+            q.add_argument("--plot", help="draw the cells' mIoU into this PNG")
     a = p.parse_args()
     if a.step == "store":
         demo_store(a.model, Path(a.out))
@@ -152,7 +206,7 @@ def main() -> None:
         print(heads(stores, work, a.epochs, a.runs))
     else:
         print(ablation(stores, work, a.epochs, a.runs, a.blocks.split(",") if a.blocks else None,
-                       a.timesteps.split(",") if a.timesteps else None))
+                       a.timesteps.split(",") if a.timesteps else None, a.plot))
     echo(f"{a.step}: {time.perf_counter() - t0:.0f} s ({load()})")
 
 
