@@ -99,5 +99,7 @@ LabelDraws = Annotated[str, typer.Option(metavar="fixed|per-run", help="fixed: e
 
 
 StoreArg = Annotated[str, typer.Argument(metavar="STORE", help="Store: a directory, a .zip made by 'store pack', or a URL (s3://...).")]
-
-
+TrainStoreArg = Annotated[list[str], typer.Argument(metavar="STORE", help="Stores with features and labels (a directory, a .zip or a URL); several are read as one: same blocks, timesteps, features and classes.")]
+Epochs = Annotated[int, typer.Option(metavar="EPOCHS", help="Most epochs per run (early stopping may end sooner).")]
+TrainBatchSize = Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per step.")]
+LearningRate = Annotated[float, typer.Option(metavar="LR", help="AdamW learning rate (cosine schedule).")]

@@ -6,13 +6,11 @@ from typing import Annotated
 
 import typer
 
-from pathsegdiff.cli.common import Device, LabelDraws, Quiet, StoreBlocks, StoreTimesteps, app, guarded, split_list
+from pathsegdiff.cli.common import (Device, Epochs, LabelDraws, LearningRate, Quiet, StoreBlocks, StoreTimesteps,
+                                    TrainBatchSize, TrainStoreArg, app, guarded, split_list)
 
 
 # --- train / evaluate --------------------------------------------------------
-
-TrainStoreArg = Annotated[list[str], typer.Argument(metavar="STORE", help="Stores with features and labels (a directory, a .zip or a URL); several are read as one: same blocks, timesteps, features and classes.")]
-
 
 @app.command("train")
 @guarded
@@ -23,9 +21,9 @@ def train_cmd(
     head_args: Annotated[str | None, typer.Option(metavar="HEAD_ARGS", help="The head's keyword arguments: a JSON object ('{\"width\": 64}') or a .json file; built-in heads take their own fields (fcn: proj_channels, hidden_channels, conv_layers; rgb-fcn also rgb_channels, rgb_layers; mlp: mlp_hidden, ensemble, pixels_per_tile).")] = None,
     blocks: StoreBlocks = None,
     timesteps: StoreTimesteps = None,
-    epochs: Annotated[int, typer.Option(metavar="EPOCHS", help="Most epochs per run (early stopping may end sooner).")] = 30,
-    batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per step.")] = 8,
-    lr: Annotated[float, typer.Option(metavar="LR", help="AdamW learning rate (cosine schedule).")] = 1e-3,
+    epochs: Epochs = 30,
+    batch_size: TrainBatchSize = 8,
+    lr: LearningRate = 1e-3,
     label_fraction: Annotated[str, typer.Option(metavar="LABEL_FRACTION", help="Train tiles used: a fraction (0.1), a percentage (10%) or a count (25).")] = "1",
     runs: Annotated[int, typer.Option(metavar="RUNS", help="Repeat with seeds seed..seed+runs-1; results give mean and std.")] = 1,
     seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of the first run.")] = 0,

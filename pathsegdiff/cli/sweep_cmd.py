@@ -6,15 +6,13 @@ from typing import Annotated
 
 import typer
 
-from pathsegdiff.cli.common import Device, LabelDraws, Quiet, app, guarded
-
-SweepStoreArg = Annotated[list[str], typer.Argument(metavar="STORE", help="Stores with features and labels (a directory, a .zip or a URL); several are read as one, as by 'train'.")]
-
+from pathsegdiff.cli.common import (Device, Epochs, LabelDraws, LearningRate, Quiet, TrainBatchSize, TrainStoreArg, app,
+                                    guarded)
 
 @app.command("sweep")
 @guarded
 def sweep_cmd(
-    stores: SweepStoreArg,
+    stores: TrainStoreArg,
     out: Annotated[str, typer.Option("-o", "--out", metavar="DIR", help="Sweep folder: cells/<cell>/ (a run directory per cell, read by 'evaluate'), sweep.csv, sweep.md, sweep.png. Rerun with the same options to resume it (finished cells are skipped); other options are refused unless --overwrite.")],
     heads: Annotated[str, typer.Option(metavar="HEADS", help="Comma-separated heads, each as 'train --head' takes it: fcn, linear, mlp, rgb-fcn or a plug-in path/to/heads.py:Class.")] = "fcn",
     blocks: Annotated[str | None, typer.Option(metavar="BLOCK_SETS", help="Comma-separated block sets, members joined by '+': up1,up2,up1+up2. Default: one set, every block in the store.")] = None,
@@ -25,9 +23,9 @@ def sweep_cmd(
     jobs: Annotated[int, typer.Option(metavar="JOBS", help="Cells trained at once, each in its own process.")] = 1,
     threads: Annotated[int | None, typer.Option(metavar="THREADS", help="Torch threads per process; default: the usable cores divided by --jobs. Results are bit-identical across --jobs when --threads is the same.")] = None,
     head_args: Annotated[str | None, typer.Option(metavar="HEAD_ARGS", help="Keyword arguments given to every head, as 'train --head-args' takes them: a JSON object or a .json file.")] = None,
-    epochs: Annotated[int, typer.Option(metavar="EPOCHS", help="Most epochs per run (early stopping may end sooner).")] = 30,
-    batch_size: Annotated[int, typer.Option(metavar="BATCH_SIZE", help="Tiles per step.")] = 8,
-    lr: Annotated[float, typer.Option(metavar="LR", help="AdamW learning rate (cosine schedule).")] = 1e-3,
+    epochs: Epochs = 30,
+    batch_size: TrainBatchSize = 8,
+    lr: LearningRate = 1e-3,
     patience: Annotated[int, typer.Option(metavar="PATIENCE", help="Stop a run after this many epochs without a better val mIoU.")] = 8,
     augment: Annotated[str, typer.Option(metavar="AUGMENT", help="d4 (random quarter turns and flips; an approximation, diffusion features are not rotation-equivariant) or none.")] = "d4",
     seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of each cell's first run.")] = 0,
