@@ -112,24 +112,24 @@ def subsets(items: list) -> list[tuple]:
     return [c for n in range(1, len(items) + 1) for c in itertools.combinations(items, n)]
 
 
-def cells(blocks: list[str], timesteps: list[str]) -> list[tuple[tuple, tuple]]:
+def cells(blocks: list[str], timesteps: list[str], one_factor: bool = False) -> list[tuple[tuple, tuple]]:
     """Every block set x timestep set, the one-factor cells first (one block set with every timestep, every
     block with one timestep set), so that a sweep stopped early has the most telling part."""
     full_b, full_t = tuple(blocks), tuple(timesteps)
     grid = list(itertools.product(subsets(blocks), subsets(timesteps)))
     first = [(b, full_t) for b in subsets(blocks) if b != full_b] + [(full_b, t) for t in subsets(timesteps)]
-    return first + [c for c in grid if c not in first]
+    return first if one_factor else first + [c for c in grid if c not in first]
 
 
 def ablation(stores: dict[str, str], work: Path, epochs: int, runs: int, blocks: list[str] | None,
-             timesteps: list[str] | None, plot: str | None = None) -> str:
+             timesteps: list[str] | None, plot: str | None = None, one_factor: bool = False) -> str:
     """fcn on each cell of each store; the cell with every block and timestep is the heads table's fcn run."""
     from pathsegdiff.store import open_store
 
     fs = open_store(next(iter(stores.values())))
     blocks, timesteps = blocks or list(fs.blocks), timesteps or [str(x) for x in fs.timesteps]
     found, rows = {}, {}
-    for b, t in cells(blocks, timesteps):
+    for b, t in cells(blocks, timesteps, one_factor):
         for i, (name, store) in enumerate(stores.items()):
             cell = f"{name}-{'+'.join(b)}-t{'+'.join(t)}"
             full = (list(b), list(t)) == (list(fs.blocks), [str(x) for x in fs.timesteps])
@@ -195,6 +195,8 @@ def main() -> None:
             q.add_argument("--blocks", help="comma-separated; default: the store's")
             q.add_argument("--timesteps", help="comma-separated; default: the store's")
             q.add_argument("--plot", help="draw the cells' mIoU into this PNG")
+            q.add_argument("--one-factor", action="store_true",
+                           help="only the cells that change one factor from every block and timestep")
     a = p.parse_args()
     if a.step == "store":
         demo_store(a.model, Path(a.out))
@@ -206,7 +208,7 @@ def main() -> None:
         print(heads(stores, work, a.epochs, a.runs))
     else:
         print(ablation(stores, work, a.epochs, a.runs, a.blocks.split(",") if a.blocks else None,
-                       a.timesteps.split(",") if a.timesteps else None, a.plot))
+                       a.timesteps.split(",") if a.timesteps else None, a.plot, a.one_factor))
     echo(f"{a.step}: {time.perf_counter() - t0:.0f} s ({load()})")
 
 
